@@ -1,0 +1,248 @@
+"""`ModelConfig`: the architecture of every family, one frozen dataclass.
+
+Each architectural choice a sweep may vary is a field here (norm, placement, activation,
+position, heads, block layout); derived numbers are methods. Construction validates every
+field, so a bad sweep point fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from research.config import validate
+
+FAMILIES = ("decoder",)
+NORMS = ("layernorm", "rmsnorm")
+PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
+# Kept in step with the registries in research.layers (tests/test_config.py checks they agree).
+ACTIVATIONS = (
+    "relu", "gelu", "gelu_tanh", "swish", "silu", "swiglu", "geglu", "geglu_tanh", "reglu",
+)
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
+ROPE_SCALINGS = ("none", "linear", "llama3")
+ATTENTION_IMPLS = ("xla",)
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a transformer language model.
+
+  Einsum letters used across the model code: B batch, T query length, S key length,
+  N query heads, K key/value heads, G query heads per kv head, H head dim, D model dim,
+  F feed-forward hidden dim, V vocabulary, L layers.
+  """
+
+  family: str = "decoder"
+  vocab_size: int = 32000
+  d_model: int = 512
+  n_layers: int = 8
+  n_heads: int = 8
+  # None means n_heads (multi-head). 1 is multi-query, in between grouped-query attention.
+  n_kv_heads: int | None = None
+  # None means d_model // n_heads.
+  head_dim: int | None = None
+  # None means 4 * d_model, times 2/3 for GLU activations when glu_param_matched.
+  d_ff: int | None = None
+  glu_param_matched: bool = True
+  ffn_multiple_of: int = 1
+  max_seq_len: int = 2048
+
+  # Normalisation.
+  norm: str = "rmsnorm"
+  norm_eps: float = 1e-5
+  norm_bias: bool = False
+  norm_placement: str = "pre"
+  # None: a final norm exactly when the residual stream is not normalised (pre, sandwich).
+  final_norm: bool | None = None
+  # BLOOM normalises the token embeddings before the first block.
+  embed_norm: bool = False
+  # DeepNet's residual scale alpha and init gain beta; None: the paper's formula.
+  deepnorm_alpha: float | None = None
+  deepnorm_beta: float | None = None
+
+  activation: str = "swiglu"
+
+  # Positions.
+  position: str = "rope"
+  rope_theta: float = 10000.0
+  # Fraction of each head's dims that rotate (GPT-NeoX/Pythia: 0.25).
+  rope_fraction: float = 1.0
+  rope_scaling: str = "none"
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  rel_buckets: int = 32
+  rel_max_distance: int = 128
+
+  # Attention.
+  qkv_bias: bool = False
+  out_bias: bool = False
+  # None: 1/sqrt(head_dim). T5 folds the scale into its init and uses 1.0.
+  attn_scale: float | None = None
+  sliding_window: int | None = None
+  attention_impl: str = "xla"
+
+  # Block layout.
+  mlp_bias: bool = False
+  parallel_block: bool = False
+  # Parallel blocks: one norm shared by attention and FFN (GPT-J, Falcon-7B) or two (NeoX,
+  # Falcon-40B).
+  parallel_norms: int = 1
+
+  tie_embeddings: bool = True
+
+  embed_dropout: float = 0.0
+  attn_dropout: float = 0.0
+  resid_dropout: float = 0.0
+
+  init_std: float = 0.02
+  # GPT-2 / Megatron: residual-output projections initialised with std / sqrt(2 n_layers).
+  scale_residual_init: bool = False
+
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  remat: str = "none"
+
+  def __post_init__(self):
+    own = type(self).__name__
+    validate.choice(own, "family", self.family, FAMILIES)
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len",
+                 "ffn_multiple_of", "rel_buckets", "rel_max_distance"):
+      validate.positive(own, name, getattr(self, name))
+    validate.choice(own, "norm", self.norm, NORMS)
+    validate.positive(own, "norm_eps", self.norm_eps)
+    validate.choice(own, "norm_placement", self.norm_placement, PLACEMENTS)
+    validate.choice(own, "activation", self.activation, ACTIVATIONS)
+    validate.choice(own, "position", self.position, POSITIONS)
+    validate.choice(own, "rope_scaling", self.rope_scaling, ROPE_SCALINGS)
+    validate.choice(own, "attention_impl", self.attention_impl, ATTENTION_IMPLS)
+    validate.choice(own, "dtype", self.dtype, DTYPES)
+    validate.choice(own, "param_dtype", self.param_dtype, DTYPES)
+    validate.choice(own, "remat", self.remat, REMAT_POLICIES)
+    validate.choice(own, "parallel_norms", self.parallel_norms, (1, 2))
+    for name in ("embed_dropout", "attn_dropout", "resid_dropout"):
+      validate.in_range(own, name, getattr(self, name), 0.0, 1.0 - 1e-6)
+    validate.positive(own, "init_std", self.init_std)
+    validate.positive(own, "rope_theta", self.rope_theta)
+    validate.positive(own, "rope_scaling_factor", self.rope_scaling_factor)
+    validate.in_range(own, "rope_fraction", self.rope_fraction, 0.0, 1.0)
+    for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window"):
+      value = getattr(self, name)
+      if value is not None:
+        validate.positive(own, name, value)
+    if self.head_dim is None:
+      validate.divisible(own, "d_model", self.d_model, "n_heads", self.n_heads)
+    validate.divisible(own, "n_heads", self.n_heads, "n_kv_heads", self.num_kv_heads)
+    if self.position == "rope":
+      rot = self.rope_dims
+      if rot == 0 or rot % 2:
+        raise ValueError(
+            f"{own}.rope_fraction={self.rope_fraction} gives {rot} rotary dims of "
+            f"head_dim={self.dim_per_head}; rotary dims must be even and > 0"
+        )
+    if self.parallel_block and self.norm_placement not in ("pre", "post"):
+      raise ValueError(
+          f"{own}.parallel_block=True needs norm_placement 'pre' or 'post', got "
+          f"{self.norm_placement!r}"
+      )
+    for name in ("deepnorm_alpha", "deepnorm_beta"):
+      if getattr(self, name) is not None and self.norm_placement != "deepnorm":
+        raise ValueError(
+            f"{own}.{name} is set but norm_placement={self.norm_placement!r}; "
+            "it only applies to norm_placement='deepnorm'"
+        )
+
+  # ---------------------------------------------------------------- derived sizes
+
+  @property
+  def num_kv_heads(self) -> int:
+    return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
+
+  @property
+  def rope_dims(self) -> int:
+    """Number of rotated dims per head (an even number)."""
+    return int(self.dim_per_head * self.rope_fraction) // 2 * 2
+
+  @property
+  def gated(self) -> bool:
+    return self.activation in GATED_ACTIVATIONS
+
+  @property
+  def ffn_hidden(self) -> int:
+    if self.d_ff is not None:
+      return self.d_ff
+    hidden = 4 * self.d_model
+    if self.gated and self.glu_param_matched:
+      # Shazeer (2020): GLU layers have three matrices; 2/3 of the width keeps params equal.
+      hidden = int(2 * hidden / 3)
+    m = self.ffn_multiple_of
+    return m * math.ceil(hidden / m)
+
+  @property
+  def has_final_norm(self) -> bool:
+    if self.final_norm is not None:
+      return self.final_norm
+    return self.norm_placement in ("pre", "sandwich")
+
+  def deepnorm(self) -> tuple[float, float]:
+    """DeepNet (Wang et al. 2022, Table 1) residual scale alpha and init gain beta.
+
+    Decoder-only and encoder-only stacks of N layers: alpha = (2N)^(1/4), beta = (8N)^(-1/4).
+    Encoder-decoder families override this with `deepnorm_encdec`.
+    """
+    n = self.n_layers
+    alpha = (2 * n) ** 0.25 if self.deepnorm_alpha is None else self.deepnorm_alpha
+    beta = (8 * n) ** -0.25 if self.deepnorm_beta is None else self.deepnorm_beta
+    return alpha, beta
+
+  # ------------------------------------------------------------- derived counts
+
+  def num_params(self) -> int:
+    """Parameter count, from `jax.eval_shape` of the initialiser (nothing is allocated)."""
+    import jax
+
+    from research.models import registry
+
+    shapes = registry.param_shapes(self)
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+  def matmul_params_per_token(self) -> int:
+    """Weights each token multiplies through: all matrices except the embedding lookup."""
+    d, h = self.d_model, self.dim_per_head
+    attn = d * (self.n_heads + 2 * self.num_kv_heads) * h + self.n_heads * h * d
+    ffn = d * self.ffn_hidden * (3 if self.gated else 2)
+    return self.n_layers * (attn + ffn) + d * self.vocab_size
+
+  def flops_per_token(self, seq_len: int, training: bool = True) -> float:
+    """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
+
+    Forward: 2 * matmul weights + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
+    attention scores and the weighted values (the causal half is not discounted, as in PaLM).
+    Training (forward + backward) is three times the forward.
+    """
+    attention = 4 * self.n_layers * seq_len * self.n_heads * self.dim_per_head
+    forward = 2 * self.matmul_params_per_token() + attention
+    return 3 * forward if training else forward
+
+  # -------------------------------------------------------------- serialisation
+
+  def to_dict(self) -> dict[str, Any]:
+    return validate.to_dict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+    return validate.from_dict(cls, values)
+
+  def replace(self, **changes: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)

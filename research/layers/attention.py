@@ -1,0 +1,76 @@
+"""Multi-head attention with grouped key/value heads (MHA when K == N, MQA when K == 1).
+
+Projections: q "BTD,DNH->BTNH", k/v "BSD,DKH->BSKH", out "BTNH,NHD->BTD". The score
+computation is delegated to the backend named by `cfg.attention_impl`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from research.layers import attention_backends, init, linear
+from research.layers import positions as pos_lib
+from research.layers.kv_cache import LayerCache
+from research.layers.masks import AttentionBias, AttentionMask
+
+
+class Attention(nn.Module):
+  cfg: object  # ModelConfig
+  # DeepNorm init gain for the value/output projections (None unless deepnorm).
+  beta: float | None = None
+  # False for cross-attention, whose keys carry no rotary positions.
+  self_attention: bool = True
+
+  @nn.compact
+  def __call__(
+      self,
+      x_BTD: jax.Array,
+      mask: AttentionMask,
+      bias: AttentionBias | None,
+      positions_BT: jax.Array,
+      cache: LayerCache | None = None,
+      deterministic: bool = True,
+      kv_BSD: jax.Array | None = None,
+  ) -> tuple[jax.Array, LayerCache | None]:
+    cfg = self.cfg
+    d, n, k, h = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+    def proj(name, heads, axes, role):
+      return linear.Linear(
+          (d,), (heads, h), ("embed", axes, "head_dim"), use_bias=cfg.qkv_bias,
+          kernel_init=init.kernel_init(cfg, role, 1, self.beta), dtype=dtype, param_dtype=pdtype,
+          name=name)
+
+    source = x_BTD if kv_BSD is None else kv_BSD
+    q = proj("q", n, "heads", "qk")(x_BTD)
+    k_new = proj("k", k, "kv_heads", "qk")(source)
+    v_new = proj("v", k, "kv_heads", "v")(source)
+
+    if cfg.position == "rope" and self.self_attention:
+      inv_freq = pos_lib.rope_inv_freq(cfg)
+      q = pos_lib.apply_rope(q, positions_BT, inv_freq)
+      k_new = pos_lib.apply_rope(k_new, positions_BT, inv_freq)
+
+    if cache is not None:
+      cache, k_all, v_all = cache.update(k_new, v_new)
+    else:
+      k_all, v_all = k_new, v_new
+
+    rate = 0.0 if deterministic else cfg.attn_dropout
+    out_BTNH, probs = attention_backends.get(cfg.attention_impl)(
+        q, k_all, v_all, mask, bias,
+        scale=cfg.attn_scale if cfg.attn_scale is not None else h ** -0.5,
+        dropout_rate=rate,
+        dropout_rng=self.make_rng("dropout") if rate > 0.0 else None,
+    )
+    if probs is not None:
+      self.sow("intermediates", "attention_probs", probs)
+    out = linear.Linear(
+        (n, h), (d,), ("heads", "head_dim", "embed"), use_bias=cfg.out_bias,
+        kernel_init=init.kernel_init(cfg, "out", 2, self.beta), dtype=dtype, param_dtype=pdtype,
+        name="o")(out_BTNH.astype(dtype))
+    return checkpoint_name(out, "attn_out"), cache

@@ -1,0 +1,77 @@
+"""The transformer block: attention and FFN sub-layers, arranged by `norm_placement`.
+
+  pre       x + f(norm(x))                      (GPT-2, LLaMA; Xiong et al. 2020)
+  post      norm(x + f(x))                      (Vaswani et al. 2017, BERT)
+  sandwich  x + norm_out(f(norm_in(x)))         (CogView, Ding et al. 2021)
+  deepnorm  norm(alpha * x + f(x))              (DeepNet, Wang et al. 2022), beta-scaled init
+
+With `parallel_block` the attention and FFN read the same input and their outputs are
+summed into one residual (GPT-J, PaLM, Falcon, GPT-NeoX), from one shared norm or two.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from research.layers import norms
+from research.layers.attention import Attention
+from research.layers.ffn import MLP
+from research.layers.kv_cache import LayerCache
+from research.layers.masks import AttentionBias, AttentionMask
+
+
+class Block(nn.Module):
+  cfg: object  # ModelConfig
+  # DeepNorm (alpha, beta) for this stack; the owner computes them (decoder, encoder, ...).
+  deepnorm: tuple[float, float] | None = None
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jax.Array,
+      mask: AttentionMask,
+      bias: AttentionBias | None,
+      positions: jax.Array,
+      cache: LayerCache | None = None,
+      deterministic: bool = True,
+  ) -> tuple[jax.Array, LayerCache | None]:
+    cfg = self.cfg
+    placement = cfg.norm_placement
+    alpha, beta = self.deepnorm if placement == "deepnorm" else (1.0, None)
+    attn = Attention(cfg, beta=beta, name="attn")
+    mlp = MLP(cfg, beta=beta, name="mlp")
+
+    def drop(y):
+      return nn.Dropout(cfg.resid_dropout)(y, deterministic=deterministic)
+
+    def attend(h):
+      out, new_cache = attn(h, mask, bias, positions, cache, deterministic)
+      return drop(out), new_cache
+
+    def norm(name):
+      return norms.make_norm(cfg, name)
+
+    if cfg.parallel_block:
+      if placement == "pre":
+        h_attn = norm("attn_norm")(x)
+        h_mlp = h_attn if cfg.parallel_norms == 1 else norm("mlp_norm")(x)
+        a, cache = attend(h_attn)
+        y = x + a + drop(mlp(h_mlp, deterministic))
+      else:  # post
+        a, cache = attend(x)
+        y = norm("attn_norm")(x + a + drop(mlp(x, deterministic)))
+    elif placement == "pre":
+      a, cache = attend(norm("attn_norm")(x))
+      h = x + a
+      y = h + drop(mlp(norm("mlp_norm")(h), deterministic))
+    elif placement == "sandwich":
+      a, cache = attend(norm("attn_norm")(x))
+      h = x + norm("attn_out_norm")(a)
+      y = h + norm("mlp_out_norm")(drop(mlp(norm("mlp_norm")(h), deterministic)))
+    else:  # post, deepnorm (alpha = 1 for post)
+      a, cache = attend(x)
+      h = norm("attn_norm")(alpha * x + a)
+      y = norm("mlp_norm")(alpha * h + drop(mlp(h, deterministic)))
+    self.sow("intermediates", "residual", y)
+    return y, cache

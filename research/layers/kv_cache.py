@@ -1,0 +1,91 @@
+"""Contiguous key/value cache for incremental decoding.
+
+The cache is an explicit pytree passed into the model and returned updated, so decoding is
+a pure function that jit, scan and sharding treat like any other. Keys and values are
+stacked over layers (L first) so a scanned layer stack consumes them as scan inputs.
+Grouped- and multi-query models store only their K key/value heads.
+
+Writes past `max_len` would be clamped by `dynamic_update_slice`; callers size the cache
+for prompt + new tokens up front (research.inference.generate checks this).
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from research.layers.masks import AttentionMask
+
+
+def _write(buf_B: jax.Array, new_B: jax.Array, index_B: jax.Array) -> jax.Array:
+  """Writes new[b] into buf[b] starting at slot index[b], for every sequence b."""
+  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice_in_dim(b, n, i, axis=0))(
+      buf_B, new_B.astype(buf_B.dtype), index_B)
+
+
+@flax.struct.dataclass
+class LayerCache:
+  """One layer's keys/values and the slot where this step's first token goes."""
+
+  k: jax.Array  # [B, S, K, H]
+  v: jax.Array  # [B, S, K, H]
+  write_index: jax.Array  # int32[B]
+
+  def update(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> tuple["LayerCache", jax.Array, jax.Array]:
+    """Writes this step's keys/values; returns the new cache and all keys/values so far."""
+    k = _write(self.k, k_BTKH, self.write_index)
+    v = _write(self.v, v_BTKH, self.write_index)
+    return self.replace(k=k, v=v), k, v
+
+
+@flax.struct.dataclass
+class KVCache:
+  k: jax.Array  # [L, B, S, K, H]
+  v: jax.Array  # [L, B, S, K, H]
+  segment: jax.Array  # int32[B, S]: 1 for a written real token, 0 for padding or empty
+  position: jax.Array  # int32[B, S]: the position each written token was encoded at
+  length: jax.Array  # int32[B]: slots written so far
+  next_position: jax.Array  # int32[B]: position the next real token gets
+
+  @classmethod
+  def init(cls, cfg, batch: int, max_len: int, dtype=None) -> "KVCache":
+    """An empty cache of `max_len` slots for `cfg` (a ModelConfig)."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.n_layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
+    zeros = jnp.zeros((batch, max_len), jnp.int32)
+    return cls(
+        k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), segment=zeros, position=zeros,
+        length=jnp.zeros((batch,), jnp.int32), next_position=jnp.zeros((batch,), jnp.int32),
+    )
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+  def stacked_layers(self) -> LayerCache:
+    """Every layer's slice, stacked on a leading L axis (write_index repeated per layer)."""
+    index = jnp.broadcast_to(self.length, (self.k.shape[0], *self.length.shape))
+    return LayerCache(k=self.k, v=self.v, write_index=index)
+
+  def begin_step(self, valid_BT: jax.Array, window: int | None = None):
+    """For a step of new tokens (valid marks non-padding): their positions, the attention
+    mask over every slot, and the segment/position buffers after writing them."""
+    b, t = valid_BT.shape
+    valid_BT = valid_BT.astype(jnp.int32)
+    positions = self.next_position[:, None] + jnp.cumsum(valid_BT, axis=1, dtype=jnp.int32) - 1
+    positions = jnp.maximum(positions, 0)
+    segment = _write(self.segment, valid_BT, self.length)
+    position = _write(self.position, positions, self.length)
+    mask = AttentionMask(
+        q_index=self.length[:, None] + jnp.arange(t, dtype=jnp.int32)[None],
+        k_index=jnp.broadcast_to(jnp.arange(self.max_len, dtype=jnp.int32), (b, self.max_len)),
+        q_segment=valid_BT, k_segment=segment, causal=True, window=window)
+    return positions, mask, segment, position
+
+  def finish_step(self, layers: LayerCache, segment, position, valid_BT) -> "KVCache":
+    return self.replace(
+        k=layers.k, v=layers.v, segment=segment, position=position,
+        length=self.length + valid_BT.shape[1],
+        next_position=self.next_position + valid_BT.sum(axis=1, dtype=jnp.int32),
+    )

@@ -1,0 +1,1 @@
+"""Model families. `registry.build(cfg)` returns the Flax module for any ModelConfig."""

@@ -1,0 +1,55 @@
+"""ModelConfig.family -> Flax module, and parameter initialisation without surprises.
+
+`init_params` returns a plain pytree of arrays (logical-axis boxes removed);
+`param_axes` the matching tree of logical PartitionSpecs; `param_shapes` the shapes,
+computed with `jax.eval_shape` so nothing is allocated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from research.config.model import ModelConfig
+from research.models.decoder import CausalLM
+
+FAMILIES: dict[str, type[nn.Module]] = {"decoder": CausalLM}
+
+
+def build(cfg: ModelConfig) -> nn.Module:
+  return FAMILIES[cfg.family](cfg)
+
+
+def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 8) -> dict[str, jax.Array]:
+  """Smallest inputs that touch every parameter of the family (for init and eval_shape)."""
+  length = min(length, cfg.max_seq_len)
+  return {"input_ids": jnp.zeros((batch, length), jnp.int32)}
+
+
+def _boxed_init(cfg: ModelConfig, rng: jax.Array):
+  model = build(cfg)
+  return model.init({"params": rng}, **dummy_inputs(cfg))["params"]
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(cfg: ModelConfig):
+  return jax.jit(lambda rng: nn.unbox(_boxed_init(cfg, rng)))
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array):
+  """Freshly initialised parameters as a plain pytree of arrays (one compiled program)."""
+  return _jitted_init(cfg)(rng)
+
+
+def param_shapes(cfg: ModelConfig):
+  """ShapeDtypeStructs of the parameters (plain pytree), without allocating."""
+  return nn.unbox(jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0))))
+
+
+def param_axes(cfg: ModelConfig):
+  """Logical PartitionSpec of every parameter, e.g. P('layers', 'embed', 'heads', 'head_dim')."""
+  boxed = jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0)))
+  return nn.get_partition_spec(boxed)

@@ -1,0 +1,256 @@
+"""Named architectures of the field as ModelConfigs, each with a tiny smoke variant.
+
+    presets.get("llama2-7b")          # the published architecture
+    presets.get("llama2-7b-smoke")    # same choices, tiny dimensions, for tests and CPU runs
+
+Shapes come from each model's published config.json; `tests/test_presets.py` checks every
+preset's parameter count against the published figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from research.config.model import ModelConfig
+from research.config.validate import close_matches
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register(name: str):
+  def wrap(fn: Callable[[], ModelConfig]):
+    PRESETS[name] = fn
+    return fn
+
+  return wrap
+
+
+def names(include_smoke: bool = True) -> list[str]:
+  base = sorted(PRESETS)
+  return base + [f"{n}-smoke" for n in base] if include_smoke else base
+
+
+def get(name: str, **overrides) -> ModelConfig:
+  """The preset `name` (add '-smoke' for the tiny variant), with field overrides."""
+  smoke_variant = name.endswith("-smoke")
+  base = name[: -len("-smoke")] if smoke_variant else name
+  if base not in PRESETS:
+    raise ValueError(f"unknown model preset {name!r}{close_matches(name, names())}; "
+                     f"known: {', '.join(names(False))} (each also as NAME-smoke)")
+  cfg = PRESETS[base]()
+  if smoke_variant:
+    cfg = smoke(cfg)
+  return cfg.replace(**overrides) if overrides else cfg
+
+
+def smoke(cfg: ModelConfig) -> ModelConfig:
+  """Tiny dimensions with every architectural choice of `cfg` kept.
+
+  MHA stays MHA, MQA stays MQA, GQA keeps a group size above one; the sliding window
+  shrinks so it still cuts in at test lengths.
+  """
+  n_heads = 4
+  if cfg.num_kv_heads == cfg.n_heads:
+    kv = n_heads
+  elif cfg.num_kv_heads == 1:
+    kv = 1
+  else:
+    kv = 2
+  return cfg.replace(
+      vocab_size=256, d_model=64, n_layers=2, n_heads=n_heads, n_kv_heads=kv, head_dim=None,
+      d_ff=None, ffn_multiple_of=1, max_seq_len=256,
+      sliding_window=None if cfg.sliding_window is None else 16,
+      rope_original_max_len=min(cfg.rope_original_max_len, 64),
+  )
+
+
+# ------------------------------------------------------------------------------- GPT-2
+
+_GPT2 = dict(
+    vocab_size=50257, max_seq_len=1024, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+    norm_placement="pre", activation="gelu_tanh", position="learned", qkv_bias=True,
+    out_bias=True, mlp_bias=True, tie_embeddings=True, scale_residual_init=True,
+    embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1,
+)
+
+
+@register("gpt2")
+def gpt2() -> ModelConfig:
+  return ModelConfig(d_model=768, n_layers=12, n_heads=12, **_GPT2)
+
+
+@register("gpt2-medium")
+def gpt2_medium() -> ModelConfig:
+  return ModelConfig(d_model=1024, n_layers=24, n_heads=16, **_GPT2)
+
+
+@register("gpt2-large")
+def gpt2_large() -> ModelConfig:
+  return ModelConfig(d_model=1280, n_layers=36, n_heads=20, **_GPT2)
+
+
+@register("gpt2-xl")
+def gpt2_xl() -> ModelConfig:
+  return ModelConfig(d_model=1600, n_layers=48, n_heads=25, **_GPT2)
+
+
+# ------------------------------------------------------------------------- LLaMA family
+
+_LLAMA = dict(
+    vocab_size=32000, norm="rmsnorm", norm_placement="pre", activation="swiglu",
+    position="rope", rope_theta=10000.0, tie_embeddings=False,
+)
+
+
+@register("llama1-7b")
+def llama1_7b() -> ModelConfig:
+  return ModelConfig(d_model=4096, n_layers=32, n_heads=32, d_ff=11008, max_seq_len=2048,
+                     norm_eps=1e-6, **_LLAMA)
+
+
+@register("llama1-13b")
+def llama1_13b() -> ModelConfig:
+  return ModelConfig(d_model=5120, n_layers=40, n_heads=40, d_ff=13824, max_seq_len=2048,
+                     norm_eps=1e-6, **_LLAMA)
+
+
+@register("llama1-65b")
+def llama1_65b() -> ModelConfig:
+  return ModelConfig(d_model=8192, n_layers=80, n_heads=64, d_ff=22016, max_seq_len=2048,
+                     norm_eps=1e-5, **_LLAMA)
+
+
+@register("llama2-7b")
+def llama2_7b() -> ModelConfig:
+  return ModelConfig(d_model=4096, n_layers=32, n_heads=32, d_ff=11008, max_seq_len=4096,
+                     norm_eps=1e-5, **_LLAMA)
+
+
+@register("llama2-13b")
+def llama2_13b() -> ModelConfig:
+  return ModelConfig(d_model=5120, n_layers=40, n_heads=40, d_ff=13824, max_seq_len=4096,
+                     norm_eps=1e-5, **_LLAMA)
+
+
+@register("llama2-70b")
+def llama2_70b() -> ModelConfig:
+  return ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, d_ff=28672,
+                     max_seq_len=4096, norm_eps=1e-5, **_LLAMA)
+
+
+_LLAMA3 = {**_LLAMA, "vocab_size": 128256, "rope_theta": 500000.0}
+
+
+@register("llama3-8b")
+def llama3_8b() -> ModelConfig:
+  return ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
+                     max_seq_len=8192, norm_eps=1e-5, **_LLAMA3)
+
+
+@register("llama3-70b")
+def llama3_70b() -> ModelConfig:
+  return ModelConfig(d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, d_ff=28672,
+                     max_seq_len=8192, norm_eps=1e-5, **_LLAMA3)
+
+
+@register("llama3.1-8b")
+def llama31_8b() -> ModelConfig:
+  return llama3_8b().replace(
+      max_seq_len=131072, rope_scaling="llama3", rope_scaling_factor=8.0,
+      rope_low_freq_factor=1.0, rope_high_freq_factor=4.0, rope_original_max_len=8192)
+
+
+@register("yi-34b")
+def yi_34b() -> ModelConfig:
+  return ModelConfig(**{**_LLAMA, "vocab_size": 64000, "rope_theta": 5000000.0},
+                     d_model=7168, n_layers=60, n_heads=56, n_kv_heads=8, d_ff=20480,
+                     max_seq_len=4096, norm_eps=1e-5)
+
+
+@register("mistral-7b")
+def mistral_7b() -> ModelConfig:
+  return ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
+                     max_seq_len=32768, sliding_window=4096, norm_eps=1e-5, **_LLAMA)
+
+
+_QWEN2 = {**_LLAMA, "rope_theta": 1000000.0, "qkv_bias": True, "norm_eps": 1e-6}
+
+
+@register("qwen2-0.5b")
+def qwen2_05b() -> ModelConfig:
+  return ModelConfig(**{**_QWEN2, "vocab_size": 151936, "tie_embeddings": True},
+                     d_model=896, n_layers=24, n_heads=14, n_kv_heads=2, d_ff=4864,
+                     max_seq_len=32768)
+
+
+@register("qwen2-7b")
+def qwen2_7b() -> ModelConfig:
+  return ModelConfig(**{**_QWEN2, "vocab_size": 152064}, d_model=3584, n_layers=28,
+                     n_heads=28, n_kv_heads=4, d_ff=18944, max_seq_len=32768)
+
+
+# ----------------------------------------------------------------------------- Falcon
+
+_FALCON = dict(
+    vocab_size=65024, max_seq_len=2048, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+    norm_placement="pre", activation="gelu", position="rope", parallel_block=True,
+    tie_embeddings=True,
+)
+
+
+@register("falcon-7b")
+def falcon_7b() -> ModelConfig:
+  # Multi-query attention, one layer norm shared by the parallel attention and MLP.
+  return ModelConfig(d_model=4544, n_layers=32, n_heads=71, n_kv_heads=1, parallel_norms=1,
+                     **_FALCON)
+
+
+@register("falcon-40b")
+def falcon_40b() -> ModelConfig:
+  # The "new decoder architecture": grouped KV heads and separate norms for attention and MLP.
+  return ModelConfig(d_model=8192, n_layers=60, n_heads=128, n_kv_heads=8, parallel_norms=2,
+                     **_FALCON)
+
+
+# ------------------------------------------------------------------------------ BLOOM
+
+_BLOOM = dict(
+    vocab_size=250880, max_seq_len=2048, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+    norm_placement="pre", embed_norm=True, activation="gelu_tanh", position="alibi",
+    qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True,
+)
+
+
+@register("bloom-560m")
+def bloom_560m() -> ModelConfig:
+  return ModelConfig(d_model=1024, n_layers=24, n_heads=16, **_BLOOM)
+
+
+@register("bloom-7b1")
+def bloom_7b1() -> ModelConfig:
+  return ModelConfig(d_model=4096, n_layers=30, n_heads=32, **_BLOOM)
+
+
+# ------------------------------------------------------------------- GPT-NeoX / Pythia
+
+_NEOX = dict(
+    vocab_size=50304, max_seq_len=2048, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+    norm_placement="pre", activation="gelu", position="rope", rope_fraction=0.25,
+    parallel_block=True, parallel_norms=2, qkv_bias=True, out_bias=True, mlp_bias=True,
+    tie_embeddings=False,
+)
+
+
+@register("pythia-160m")
+def pythia_160m() -> ModelConfig:
+  return ModelConfig(d_model=768, n_layers=12, n_heads=12, **_NEOX)
+
+
+@register("pythia-1b")
+def pythia_1b() -> ModelConfig:
+  return ModelConfig(d_model=2048, n_layers=16, n_heads=8, **_NEOX)
+
+
+@register("gpt-neox-20b")
+def gpt_neox_20b() -> ModelConfig:
+  return ModelConfig(**{**_NEOX, "vocab_size": 50432}, d_model=6144, n_layers=44, n_heads=64)

@@ -1,0 +1,22 @@
+"""Test-session setup, run before anything imports JAX.
+
+- 8 simulated CPU devices, so sharding tests run anywhere.
+- XLA's CPU backend at optimisation level 0: the test models are tiny, so compile time
+  dominates; this cuts it severalfold and changes no result beyond float rounding.
+- A persistent compilation cache shared by the xdist workers of one run.
+"""
+
+import os
+import pathlib
+
+_FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+assert jax.device_count() == 8, "conftest must run before anything imports JAX"
+
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,0 +1,97 @@
+import pytest
+
+from research.config import ModelConfig, model as model_config
+from research.layers import activations
+
+
+def test_defaults_build():
+  cfg = ModelConfig()
+  assert cfg.num_kv_heads == cfg.n_heads
+  assert cfg.dim_per_head == cfg.d_model // cfg.n_heads
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("norm", "batchnorm", "ModelConfig.norm='batchnorm' is not allowed; choose one of: 'layernorm', 'rmsnorm'"),
+        ("activation", "tanh", "ModelConfig.activation='tanh'"),
+        ("position", "xpos", "'alibi'"),
+        ("norm_placement", "middle", "'deepnorm'"),
+        ("d_model", 0, "ModelConfig.d_model=0 must be > 0"),
+        ("attn_dropout", 1.5, "ModelConfig.attn_dropout=1.5 must lie in"),
+    ],
+)
+def test_bad_value_names_field_value_and_allowed(field, value, needle):
+  with pytest.raises(ValueError) as err:
+    ModelConfig(**{field: value})
+  assert needle in str(err.value)
+
+
+def test_divisibility_errors_name_both_fields():
+  with pytest.raises(ValueError, match=r"d_model=100 must be divisible by ModelConfig.n_heads=8"):
+    ModelConfig(d_model=100, n_heads=8)
+  with pytest.raises(ValueError, match=r"n_heads=8 must be divisible by ModelConfig.n_kv_heads=3"):
+    ModelConfig(n_heads=8, n_kv_heads=3)
+
+
+def test_rotary_dims_must_be_even_and_positive():
+  with pytest.raises(ValueError, match="rotary dims"):
+    ModelConfig(d_model=64, n_heads=4, rope_fraction=0.05)  # 16 * 0.05 -> 0 dims
+  assert ModelConfig(d_model=64, n_heads=4, rope_fraction=0.25).rope_dims == 4
+
+
+def test_parallel_block_refuses_sandwich():
+  with pytest.raises(ValueError, match="parallel_block"):
+    ModelConfig(parallel_block=True, norm_placement="sandwich")
+
+
+def test_deepnorm_overrides_need_deepnorm():
+  with pytest.raises(ValueError, match="deepnorm_alpha"):
+    ModelConfig(deepnorm_alpha=2.0)
+
+
+def test_activation_lists_agree():
+  assert set(model_config.ACTIVATIONS) == set(activations.ACTIVATIONS)
+  assert set(model_config.GATED_ACTIVATIONS) == {n for n, (_, g) in activations.ACTIVATIONS.items() if g}
+
+
+def test_glu_two_thirds_adjustment():
+  dense = ModelConfig(d_model=768, n_heads=12, activation="gelu")
+  glu = ModelConfig(d_model=768, n_heads=12, activation="swiglu")
+  assert dense.ffn_hidden == 3072
+  assert glu.ffn_hidden == 2048
+  assert ModelConfig(d_model=768, n_heads=12, activation="swiglu", glu_param_matched=False).ffn_hidden == 3072
+  assert ModelConfig(d_model=4096, n_heads=32, ffn_multiple_of=256).ffn_hidden == 11008
+
+
+def test_dict_round_trip_and_unknown_key():
+  cfg = ModelConfig(d_model=64, n_heads=4, n_kv_heads=2)
+  assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+  with pytest.raises(ValueError, match=r"no field 'n_head'.*did you mean n_heads"):
+    ModelConfig.from_dict({"n_head": 4})
+
+
+def test_deepnorm_coefficients_follow_the_paper():
+  # DeepNet Table 1, decoder-only with N layers: alpha = (2N)^(1/4), beta = (8N)^(-1/4).
+  alpha, beta = ModelConfig(n_layers=12, norm_placement="deepnorm").deepnorm()
+  assert alpha == pytest.approx(24 ** 0.25)
+  assert beta == pytest.approx(96 ** -0.25)
+  # 200 layers: alpha = 400^(1/4) = 4.4721, beta = 1600^(-1/4) = 0.15811.
+  alpha, beta = ModelConfig(n_layers=200, norm_placement="deepnorm").deepnorm()
+  assert alpha == pytest.approx(4.4721, abs=1e-4)
+  assert beta == pytest.approx(0.15811, abs=1e-5)
+  assert ModelConfig(norm_placement="deepnorm", deepnorm_alpha=3.0).deepnorm()[0] == 3.0
+
+
+def test_flops_per_token_is_six_n_plus_attention():
+  cfg = ModelConfig(d_model=512, n_layers=8, n_heads=8, vocab_size=1000, activation="gelu")
+  n = cfg.matmul_params_per_token()
+  assert n == 8 * (4 * 512 * 512 + 2 * 512 * 2048) + 512 * 1000
+  assert cfg.flops_per_token(256) == 6 * n + 12 * 8 * 256 * 512
+  assert cfg.flops_per_token(256, training=False) * 3 == cfg.flops_per_token(256)
+
+
+def test_remat_lists_agree():
+  from research.layers.stack import REMAT_POLICIES
+
+  assert set(model_config.REMAT_POLICIES) == {"none", *REMAT_POLICIES}

@@ -1,0 +1,52 @@
+import jax
+import numpy as np
+import pytest
+
+from research import presets
+from research.models import registry
+
+# Published parameter counts (model cards / papers), exact where the card gives the figure.
+PUBLISHED = {
+    "gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
+    "gpt2-xl": 1_557_611_200,
+    "llama1-7b": 6_738_415_616, "llama1-13b": 13_015_864_320, "llama1-65b": 65_285_660_672,
+    "llama2-7b": 6_738_415_616, "llama2-13b": 13_015_864_320, "llama2-70b": 68_976_648_192,
+    "llama3-8b": 8_030_261_248, "llama3.1-8b": 8_030_261_248, "llama3-70b": 70_553_706_496,
+    "yi-34b": 34_388_917_248, "mistral-7b": 7_241_732_096,
+    "qwen2-0.5b": 494_032_768, "qwen2-7b": 7_615_616_512,
+    "falcon-7b": 6_921_720_704, "falcon-40b": 41_303_293_952,
+    "bloom-560m": 559_214_592, "bloom-7b1": 7_069_016_064,
+    "pythia-160m": 162_322_944, "pythia-1b": 1_011_781_632, "gpt-neox-20b": 20_554_567_680,
+}
+
+
+def test_every_preset_has_a_published_count():
+  assert set(PUBLISHED) == set(presets.names(include_smoke=False))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_num_params_matches_published(name):
+  assert presets.get(name).num_params() == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_smoke_variant_keeps_the_architecture_and_runs(name):
+  full, small = presets.get(name), presets.get(name + "-smoke")
+  for field in ("norm", "norm_placement", "activation", "position", "parallel_block",
+                "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction"):
+    assert getattr(small, field) == getattr(full, field), field
+  kv_kind = lambda c: "mha" if c.num_kv_heads == c.n_heads else "mqa" if c.num_kv_heads == 1 else "gqa"
+  assert kv_kind(small) == kv_kind(full)
+  params = registry.init_params(small, jax.random.key(0))
+  model = registry.build(small)
+  logits = jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, np.zeros((1, 8), np.int32))
+  assert logits.shape == (1, 8, small.vocab_size) and np.isfinite(logits).all()
+
+
+def test_unknown_preset_suggests_close_names():
+  with pytest.raises(ValueError, match="did you mean llama2-7b"):
+    presets.get("llama2-7")
+
+
+def test_overrides_apply():
+  assert presets.get("gpt2", n_layers=2).n_layers == 2
