@@ -1,0 +1,49 @@
+"""`MeshConfig`: the device mesh, by named axis size. The model code never sees it: logical
+axis names on parameters and activations are mapped onto these axes by research.sharding.rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from research.config import validate
+
+AXES = ("data", "fsdp", "tensor", "stage", "expert")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  # Axis sizes; exactly one may be -1, meaning "all remaining devices".
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+  stage: int = 1
+  expert: int = 1
+
+  def __post_init__(self):
+    own = type(self).__name__
+    sizes = [getattr(self, a) for a in AXES]
+    for axis, size in zip(AXES, sizes):
+      if size != -1:
+        validate.positive(own, axis, size)
+    if sizes.count(-1) > 1:
+      raise ValueError(f"{own}: at most one axis may be -1 (fill), got "
+                       + ", ".join(f"{a}=-1" for a, s in zip(AXES, sizes) if s == -1))
+
+  def shape(self, n_devices: int) -> dict[str, int]:
+    """Axis sizes for `n_devices` devices, filling the -1 axis."""
+    sizes = {a: getattr(self, a) for a in AXES}
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if -1 in sizes.values():
+      if n_devices % fixed:
+        raise ValueError(f"MeshConfig {self.describe()} cannot fill {n_devices} devices: "
+                         f"the fixed axes multiply to {fixed}, which does not divide {n_devices}")
+      sizes = {a: (n_devices // fixed if s == -1 else s) for a, s in sizes.items()}
+    elif fixed != n_devices:
+      raise ValueError(f"MeshConfig {self.describe()} needs {fixed} devices but {n_devices} are present; "
+                       "set one axis to -1 to fill")
+    return sizes
+
+  def describe(self) -> str:
+    return " x ".join(f"{a}={getattr(self, a)}" for a in AXES if getattr(self, a) != 1) or "single device"

@@ -1,0 +1,58 @@
+"""`TrainConfig`: the loop around the train step (steps, precision, logging, checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from research.config import validate
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OBJECTIVES = ("causal_lm",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 1000
+  seed: int = 0
+  objective: str = "causal_lm"
+  # Microbatches per step: the global batch is split and gradients summed before one update.
+  grad_accum: int = 1
+  # fp32: everything fp32. bf16: fp32 master weights, bf16 compute. fp16: fp16 compute with
+  # dynamic loss scaling (Micikevicius et al. 2018).
+  precision: str = "fp32"
+  loss_scale_init: float = 2.0 ** 15
+  loss_scale_period: int = 2000  # good steps before the fp16 loss scale doubles
+  # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
+  max_nonfinite: int = 10
+
+  log_every: int = 50
+  eval_every: int = 500
+  eval_batches: int = 20
+  sample_every: int = 0  # 0: sample a few lines only at the end
+  sample_prompt: str = "\n"
+  sample_tokens: int = 200
+  sample_temperature: float = 0.8
+
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  keep_best: bool = True
+  async_checkpoint: bool = True
+
+  progress: bool = True
+  tensorboard: bool = True
+
+  def __post_init__(self):
+    own = type(self).__name__
+    validate.choice(own, "precision", self.precision, PRECISIONS)
+    validate.choice(own, "objective", self.objective, OBJECTIVES)
+    for name in ("steps", "grad_accum", "log_every", "eval_batches", "keep_checkpoints",
+                 "max_nonfinite", "loss_scale_period", "sample_tokens"):
+      validate.positive(own, name, getattr(self, name))
+    for name in ("eval_every", "checkpoint_every", "sample_every"):
+      validate.positive(own, name, getattr(self, name), allow_zero=True)
+    validate.positive(own, "loss_scale_init", self.loss_scale_init)
+    validate.positive(own, "sample_temperature", self.sample_temperature, allow_zero=True)
+
+  @property
+  def compute_dtype(self) -> str:
+    return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[self.precision]

@@ -1,0 +1,80 @@
+"""What the hardware can do: peak matmul FLOP/s and memory bandwidth, for MFU.
+
+Accelerators use their datasheet bf16 peak (dense, no sparsity). On CPU no datasheet figure
+applies, so the peak is measured: the best of several large jitted matmuls, cached per machine
+in the research cache directory. `python -m experiments.bench peak` reports both measurements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 peak FLOP/s per device, from the vendors' datasheets.
+DATASHEET_BF16 = {
+    "TPU v2": 45e12, "TPU v3": 123e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+    "H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12,
+    "V100": 125e12, "T4": 65e12,
+}
+
+
+def cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("RESEARCH_CACHE_DIR", pathlib.Path.home() / ".cache" / "research"))
+
+
+def _best_time(fn, *args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def measure_matmul_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of the best of `repeats` n x n x n matmuls on the default device."""
+  a = jnp.ones((n, n), dtype)
+  b = jnp.ones((n, n), dtype)
+  seconds = _best_time(jax.jit(jnp.matmul), a, b, repeats=repeats)
+  return 2.0 * n ** 3 / seconds
+
+
+def measure_copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+  """Bytes/s of a large device copy (read + write counted)."""
+  x = jnp.ones((megabytes * 2 ** 20 // 4,), jnp.float32)
+  seconds = _best_time(jax.jit(lambda v: v + 1.0), x, repeats=repeats)
+  return 2.0 * x.nbytes / seconds
+
+
+def peak_flops(dtype: str = "bfloat16") -> tuple[float, str]:
+  """(peak FLOP/s per device, where the figure comes from)."""
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    for name, flops in DATASHEET_BF16.items():
+      if name.lower() in device.device_kind.lower():
+        return flops, f"datasheet bf16 peak of {device.device_kind}"
+    return float("nan"), f"no datasheet figure for {device.device_kind}"
+  override = os.environ.get("RESEARCH_PEAK_FLOPS")
+  if override:
+    return float(override), "RESEARCH_PEAK_FLOPS"
+  # bf16 matmuls are emulated on most CPUs; the fp32 ceiling is the one that matters there.
+  key = hashlib.sha1(f"{platform.processor()}|{platform.machine()}|{os.cpu_count()}".encode()).hexdigest()[:12]
+  path = cache_dir() / f"cpu_peak_{key}.json"
+  if path.exists():
+    value = json.loads(path.read_text())["float32_matmul_flops"]
+  else:
+    value = measure_matmul_flops("float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"float32_matmul_flops": value}))
+    tmp.replace(path)
+  return value, f"measured float32 matmul ceiling of this CPU (cached in {path})"

@@ -1,0 +1,20 @@
+"""Building the device mesh from a MeshConfig.
+
+Axis types are `Auto` (GSPMD propagation from the shardings we give jit and from
+`with_sharding_constraint`), not the `Explicit` default of `jax.make_mesh`: the model's
+logical constraints are hints for the partitioner, not types carried by every array.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import AxisType, Mesh
+
+from research.config.mesh import AXES, MeshConfig
+
+
+def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  sizes = cfg.shape(len(devices))
+  return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES,
+                       axis_types=(AxisType.Auto,) * len(AXES), devices=devices)

@@ -1,0 +1,50 @@
+"""Training objectives: name -> loss function over a batch.
+
+Every objective returns sums, not means: `(loss_sum, weight_sum, metric_sums)`. The train
+step divides once by the total weight, so a step split into microbatches computes exactly
+the full-batch gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Objective = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+
+
+def apply_model(model, params, rng, deterministic: bool, **inputs):
+  """Runs the model; returns (logits, auxiliary loss to add, extra metrics)."""
+  rngs = {"dropout": rng} if rng is not None else {}
+  logits = model.apply({"params": params}, deterministic=deterministic, rngs=rngs, **inputs)
+  return logits, jnp.zeros((), jnp.float32), {}
+
+
+def token_cross_entropy(logits, targets, weights):
+  """Sum of weighted next-token cross-entropies, total weight, and weighted correct count."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  weights = weights.astype(jnp.float32)
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  return (ce * weights).sum(), weights.sum(), (correct * weights).sum()
+
+
+def causal_lm(model, params, batch, rng, deterministic=False):
+  """Next-token prediction; `loss_mask` selects the scored targets."""
+  logits, aux, extra = apply_model(
+      model, params, rng, deterministic, input_ids=batch["input_ids"],
+      segment_ids=batch.get("segment_ids"))
+  loss_sum, weight, correct = token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  metrics = {"loss": loss_sum, "accuracy": correct, **{k: v * weight for k, v in extra.items()}}
+  return loss_sum + aux * weight, weight, metrics
+
+
+OBJECTIVES: dict[str, Objective] = {"causal_lm": causal_lm}
+
+
+def get(name: str) -> Objective:
+  if name not in OBJECTIVES:
+    raise ValueError(f"train.objective={name!r} is not one of: {', '.join(OBJECTIVES)}")
+  return OBJECTIVES[name]
