@@ -20,9 +20,21 @@ class MeshConfig:
   tensor: int = 1
   stage: int = 1
   expert: int = 1
+  # ZeRO (Rajbhandari et al. 2020) over the `data` axis: 1 shards the optimizer state,
+  # 2 also the gradients, 3 also the parameters. The `fsdp` axis always shards all three.
+  zero_stage: int = 0
+  # Megatron sequence parallelism (Korthikanti et al. 2022): the residual stream between
+  # attention and FFN (norms, dropout) is split over `tensor` along the sequence.
+  sequence_parallel: bool = False
+  # GPipe microbatches when stage > 1 (more microbatches, smaller bubble).
+  pipeline_microbatches: int = 4
+  # Keep the optimizer state in host memory, moving it to the device only for the update.
+  offload_optimizer: bool = False
 
   def __post_init__(self):
     own = type(self).__name__
+    validate.choice(own, "zero_stage", self.zero_stage, (0, 1, 2, 3))
+    validate.positive(own, "pipeline_microbatches", self.pipeline_microbatches)
     sizes = [getattr(self, a) for a in AXES]
     for axis, size in zip(AXES, sizes):
       if size != -1:

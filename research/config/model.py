@@ -109,6 +109,9 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat: str = "none"
+  # GPipe over the `stage` mesh axis; normally set from MeshConfig by ExperimentConfig.
+  pipeline_stages: int = 1
+  pipeline_microbatches: int = 1
 
   def __post_init__(self):
     own = type(self).__name__
@@ -127,6 +130,12 @@ class ModelConfig:
     validate.choice(own, "param_dtype", self.param_dtype, DTYPES)
     validate.choice(own, "remat", self.remat, REMAT_POLICIES)
     validate.choice(own, "parallel_norms", self.parallel_norms, (1, 2))
+    validate.positive(own, "pipeline_stages", self.pipeline_stages)
+    validate.positive(own, "pipeline_microbatches", self.pipeline_microbatches)
+    if self.pipeline_stages > 1:
+      validate.divisible(own, "n_layers", self.n_layers, "pipeline_stages", self.pipeline_stages)
+      if not self.scan_layers:
+        raise ValueError(f"{own}.pipeline_stages={self.pipeline_stages} needs scan_layers=True")
     for name in ("embed_dropout", "attn_dropout", "resid_dropout"):
       validate.in_range(own, name, getattr(self, name), 0.0, 1.0 - 1e-6)
     validate.positive(own, "init_std", self.init_std)

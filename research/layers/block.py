@@ -21,6 +21,11 @@ from research.layers.kv_cache import LayerCache
 from research.layers.masks import AttentionBias, AttentionMask
 
 
+# The residual stream's logical axes; the rules put batch on the data axes and, with sequence
+# parallelism, length on `tensor`. Activations are constrained here, at block boundaries only.
+ACTIVATION_AXES = ("act_batch", "act_length", "act_embed")
+
+
 class Block(nn.Module):
   cfg: object  # ModelConfig
   # DeepNorm (alpha, beta) for this stack; the owner computes them (decoder, encoder, ...).
@@ -37,6 +42,7 @@ class Block(nn.Module):
       deterministic: bool = True,
   ) -> tuple[jax.Array, LayerCache | None]:
     cfg = self.cfg
+    x = nn.with_logical_constraint(x, ACTIVATION_AXES)
     placement = cfg.norm_placement
     alpha, beta = self.deepnorm if placement == "deepnorm" else (1.0, None)
     attn = Attention(cfg, beta=beta, name="attn")
@@ -74,4 +80,4 @@ class Block(nn.Module):
       h = norm("attn_norm")(alpha * x + a)
       y = norm("mlp_norm")(alpha * h + drop(mlp(h, deterministic)))
     self.sow("intermediates", "residual", y)
-    return y, cache
+    return nn.with_logical_constraint(y, ACTIVATION_AXES), cache

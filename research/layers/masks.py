@@ -67,6 +67,16 @@ class AttentionBias:
   def active(self) -> bool:
     return self.alibi_slopes is not None or self.rel_table is not None
 
+  def map_batch(self, fn) -> "AttentionBias":
+    """Applies fn to the per-sequence fields only (the slopes and table are shared)."""
+    return self.replace(q_pos=fn(self.q_pos), k_pos=fn(self.k_pos))
+
+  def batch_axes(self, axis: int | None):
+    """A vmap in_axes prefix: `axis` for the per-sequence fields, None for the shared ones."""
+    return self.replace(q_pos=axis, k_pos=axis,
+                        alibi_slopes=None,
+                        rel_table=None)
+
   def tile(self, q_slice: slice | None = None, k_slice: slice | None = None) -> jax.Array:
     """float32[B, N, t, s] bias of the tile."""
     q_slice = q_slice or slice(None)

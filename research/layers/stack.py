@@ -10,6 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from research.layers import pipeline
 from research.layers.kv_cache import LayerCache
 
 REMAT_POLICIES = {
@@ -42,6 +43,16 @@ class Stack(nn.Module):
           block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
           static_argnums=(6,))
     kwargs = dict(self.block_kwargs)
+    if cfg.pipeline_stages > 1 and not self.is_initializing():
+      # Initialisation (below) creates the parameters exactly as the plain scanned stack.
+      if cache is not None:
+        raise ValueError("pipeline parallelism is for training; decode with pipeline_stages=1")
+      dropout = not deterministic and max(cfg.attn_dropout, cfg.resid_dropout) > 0
+      out = pipeline.run(
+          self.variables["params"]["layers"], cfg, self.block(cfg, parent=None, **kwargs), x, mask,
+          bias, positions, deterministic, self.make_rng("dropout") if dropout else None,
+          REMAT_POLICIES.get(cfg.remat))
+      return out, None
     if cfg.scan_layers:
       scanned = nn.scan(
           block,

@@ -26,6 +26,7 @@ def build(cfg: ModelConfig) -> nn.Module:
 def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 8) -> dict[str, jax.Array]:
   """Smallest inputs that touch every parameter of the family (for init and eval_shape)."""
   length = min(length, cfg.max_seq_len)
+  batch = max(batch, cfg.pipeline_microbatches)
   return {"input_ids": jnp.zeros((batch, length), jnp.int32)}
 
 

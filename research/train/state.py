@@ -22,9 +22,10 @@ class TrainState:
 
   @classmethod
   def create(cls, params, optimizer, rng: jax.Array, loss_scale: float = 1.0) -> "TrainState":
-    zero = jnp.zeros((), jnp.int32)
+    # A fresh array per counter: shared buffers could not all be donated to the step.
+    zero = lambda: jnp.zeros((), jnp.int32)
     return cls(
-        step=zero, params=params, opt_state=optimizer.init(params),
+        step=zero(), params=params, opt_state=optimizer.init(params),
         rng=jax.random.key_data(rng), loss_scale=jnp.asarray(loss_scale, jnp.float32),
-        good_steps=zero, nonfinite_run=zero, skipped=zero,
+        good_steps=zero(), nonfinite_run=zero(), skipped=zero(),
     )

@@ -29,7 +29,15 @@ def _split_microbatches(batch, n: int):
   return jax.tree.map(lambda x: jnp.moveaxis(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 1, 0), batch)
 
 
-def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig):
+def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig, *,
+                    grad_shardings=None, opt_device_shardings=None, opt_host_shardings=None,
+                    axis_name: str | None = None):
+  """The step function. Optional arguments come from a research.sharding.plan.TrainingPlan:
+
+  grad_shardings        gradients are constrained to these (ZeRO-2/3: reduce-scattered)
+  opt_*_shardings       the optimizer state lives in host memory and visits the device
+  axis_name             pmap's axis: gradient and loss sums are psummed across it
+  """
   accum = cfg.grad_accum
   fp16 = cfg.precision == "fp16"
 
@@ -58,15 +66,25 @@ def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig):
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grads, (weight, sums) = gradients(state.params, batch, rng, state.loss_scale)
+    if axis_name is not None:
+      grads, weight, sums = jax.lax.psum((grads, weight, sums), axis_name)
+    if grad_shardings is not None:
+      grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
     weight = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32) / (weight * state.loss_scale), grads)
     loss = sums["loss"] / weight
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    old_opt_state = state.opt_state
+    if opt_device_shardings is not None:
+      old_opt_state = jax.device_put(old_opt_state, opt_device_shardings)
+    updates, opt_state = optimizer.update(grads, old_opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    opt_state = keep(opt_state, old_opt_state)
+    if opt_host_shardings is not None:
+      opt_state = jax.device_put(opt_state, opt_host_shardings)
 
     loss_scale, good = state.loss_scale, state.good_steps
     if fp16:
@@ -78,7 +96,7 @@ def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig):
     new_state = state.replace(
         step=state.step + 1,
         params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
+        opt_state=opt_state,
         loss_scale=loss_scale,
         good_steps=good,
         nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
