@@ -93,6 +93,8 @@ class Dataset:
 
 
 def build(cfg: DataConfig) -> Dataset:
+  """Resolves the source, builds the tokenizer, tokenizes (or reads the cache), checks that
+  the layout yields at least one batch."""
   source = documents.source(cfg)
   if cfg.loss_on == "answer" and not source.has_answers:
     raise ValueError(
@@ -117,14 +119,14 @@ def build(cfg: DataConfig) -> Dataset:
   return ds
 
 
-def _tokenizer(cfg: DataConfig, source, root: pathlib.Path) -> Tokenizer:
+def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.SyntheticSource,
+               root: pathlib.Path) -> Tokenizer:
   """Loads the tokenizer of kind "file"; else the cached one trained on this source, else
   trains it (on the whole source: both splits) and caches it."""
   tok_cfg = cfg.tokenizer
   if tok_cfg.kind == "file":
     return tokenizers.build(tok_cfg)
-  path = root / "tokenizers" / cache.key(
-      config=tok_cfg.to_dict(), source=source.identity)
+  path = root / "tokenizers" / cache.key(config=tok_cfg.to_dict(), source=source.identity)
   if not cache.is_complete(path):
     log.info("training a %s tokenizer on %s", tok_cfg.kind, cfg.source_name)
     trained = tokenizers.build(tok_cfg, source.training_texts())

@@ -11,8 +11,9 @@ any `tokenizer.json`.
   `lowercase` folds case. What it does guarantee: `encode(decode(ids)) == ids`. The decoder's
   cleanup (" ." -> ".", " do not" -> " don't") is off, since it changes the tokens.
 
-Special token i gets id i. They are "added tokens": matched inside text and rendered by
-`decode`, so the round trip stays exact when text contains their symbols.
+Trained here, special token i gets id i. Special tokens are "added tokens": matched inside
+text and rendered by `decode`, so the round trip stays exact when text contains their
+symbols.
 """
 
 from __future__ import annotations
