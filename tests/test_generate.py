@@ -104,3 +104,11 @@ def test_learned_positions_refuse_overlong_generation():
   params = registry.init_params(cfg, jax.random.key(0))
   with pytest.raises(ValueError, match="max_seq_len=16"):
     generate(registry.build(cfg), params, np.ones((1, 10), np.int32), sampling=SamplingConfig(max_new_tokens=8))
+
+
+def test_vocab_limit_masks_padded_vocabulary_rows():
+  logits = jnp.array([[0.0, 1.0, 9.0, 8.0]])
+  assert int(sample(logits, jax.random.key(0), SamplingConfig())[0]) == 2
+  assert int(sample(logits, jax.random.key(0), SamplingConfig(vocab_limit=2))[0]) == 1
+  draws = sample(jnp.tile(logits, (500, 1)), jax.random.key(0), SamplingConfig(temperature=5.0, vocab_limit=2))
+  assert set(np.asarray(draws).tolist()) <= {0, 1}

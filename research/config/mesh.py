@@ -52,10 +52,14 @@ class MeshConfig:
         raise ValueError(f"MeshConfig {self.describe()} cannot fill {n_devices} devices: "
                          f"the fixed axes multiply to {fixed}, which does not divide {n_devices}")
       sizes = {a: (n_devices // fixed if s == -1 else s) for a, s in sizes.items()}
-    elif fixed != n_devices:
-      raise ValueError(f"MeshConfig {self.describe()} needs {fixed} devices but {n_devices} are present; "
-                       "set one axis to -1 to fill")
+    elif fixed > n_devices:
+      raise ValueError(f"MeshConfig {self.describe()} needs {fixed} devices but {n_devices} are present")
     return sizes
+
+  def num_devices(self, available: int) -> int:
+    """Devices the mesh uses: all of them with a -1 axis, else the product of the sizes
+    (a smaller mesh takes the first devices, e.g. data=1 on an 8-device machine)."""
+    return math.prod(self.shape(available).values())
 
   def describe(self) -> str:
     return " x ".join(f"{a}={getattr(self, a)}" for a in AXES if getattr(self, a) != 1) or "single device"

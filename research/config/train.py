@@ -28,9 +28,9 @@ class TrainConfig:
   log_every: int = 50
   eval_every: int = 500
   eval_batches: int = 20
-  sample_every: int = 0  # 0: sample a few lines only at the end
+  sample_every: int = 0  # 0: sample only at the end
   sample_prompt: str = "\n"
-  sample_tokens: int = 200
+  sample_tokens: int = 200  # 0: no samples at all
   sample_temperature: float = 0.8
 
   checkpoint_every: int = 500
@@ -46,9 +46,9 @@ class TrainConfig:
     validate.choice(own, "precision", self.precision, PRECISIONS)
     validate.choice(own, "objective", self.objective, OBJECTIVES)
     for name in ("steps", "grad_accum", "log_every", "eval_batches", "keep_checkpoints",
-                 "max_nonfinite", "loss_scale_period", "sample_tokens"):
+                 "max_nonfinite", "loss_scale_period"):
       validate.positive(own, name, getattr(self, name))
-    for name in ("eval_every", "checkpoint_every", "sample_every"):
+    for name in ("eval_every", "checkpoint_every", "sample_every", "sample_tokens"):
       validate.positive(own, name, getattr(self, name), allow_zero=True)
     validate.positive(own, "loss_scale_init", self.loss_scale_init)
     validate.positive(own, "sample_temperature", self.sample_temperature, allow_zero=True)

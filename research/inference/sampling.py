@@ -21,6 +21,9 @@ class SamplingConfig:
   stop_tokens: tuple[int, ...] = ()
   pad_id: int = 0
   seed: int = 0
+  # Ids at or above this are never sampled: a model's vocabulary is often padded past its
+  # tokenizer's (to a multiple of 64 or 128), and those rows mean nothing.
+  vocab_limit: int | None = None
 
   def __post_init__(self):
     own = type(self).__name__
@@ -51,6 +54,8 @@ def filter_logits(logits_BV: jax.Array, top_k: int, top_p: float) -> jax.Array:
 
 def sample(logits_BV: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
   """One token per row of logits."""
+  if cfg.vocab_limit is not None:
+    logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < cfg.vocab_limit, logits_BV, -jnp.inf)
   if cfg.temperature == 0.0:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   logits_BV = filter_logits(logits_BV / cfg.temperature, cfg.top_k, cfg.top_p)

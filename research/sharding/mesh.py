@@ -14,7 +14,15 @@ from research.config.mesh import AXES, MeshConfig
 
 
 def make_mesh(cfg: MeshConfig, devices=None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
+  """The mesh over `devices` (default: all). A mesh with no -1 axis may use fewer devices
+  than a single process has (the first ones); a multi-process run must use all of them."""
+  devices = jax.devices() if devices is None else list(devices)
+  n = cfg.num_devices(len(devices))
+  if n < len(devices):
+    if jax.process_count() > 1:
+      raise ValueError(f"mesh {cfg.describe()} uses {n} of {len(devices)} devices; a multi-process "
+                       "run must use every device (set one axis to -1)")
+    devices = devices[:n]
   sizes = cfg.shape(len(devices))
   return jax.make_mesh(tuple(sizes[a] for a in AXES), AXES,
                        axis_types=(AxisType.Auto,) * len(AXES), devices=devices)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from research.train.tensorboard import EventWriter
+
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float | list[float]]:
   out = {}
@@ -22,17 +24,19 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float | list[float]]:
 
 
 class MetricsWriter:
-  def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True):
-    self.path = pathlib.Path(run_dir) / "metrics.jsonl"
-    self.tb = None
-    if tensorboard:
-      from tensorboardX import SummaryWriter
+  """Appends metrics to metrics.jsonl and TensorBoard; a disabled writer (every process but
+  the first of a multi-host run) formats values but writes nothing."""
 
-      self.tb = SummaryWriter(str(pathlib.Path(run_dir) / "tensorboard"))
+  def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True, enabled: bool = True):
+    self.path = pathlib.Path(run_dir) / "metrics.jsonl"
+    self.enabled = enabled
+    self.tb = None
+    if tensorboard and enabled:
+      self.tb = EventWriter(pathlib.Path(run_dir) / "tensorboard")
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step`: a resumed run rewrites them, so the curve has no duplicates."""
-    if not self.path.exists():
+    if not self.enabled or not self.path.exists():
       return
     kept = [line for line in self.path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
@@ -42,20 +46,24 @@ class MetricsWriter:
 
   def write(self, step: int, metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     values = {f"{prefix}{k}": v for k, v in _scalars(metrics).items()}
+    if not self.enabled:
+      return values
     with self.path.open("a") as f:
       f.write(json.dumps({"step": step, **values}) + "\n")
     if self.tb is not None:
       for k, v in values.items():
         if isinstance(v, list):
           for i, x in enumerate(v):
-            self.tb.add_scalar(f"{k}/{i}", x, step)
+            self.tb.scalar(f"{k}/{i}", x, step)
         else:
-          self.tb.add_scalar(k, v, step)
+          self.tb.scalar(k, v, step)
+      self.tb.flush()
     return values
 
   def write_text(self, step: int, tag: str, text: str) -> None:
     if self.tb is not None:
-      self.tb.add_text(tag, text, step)
+      self.tb.text(tag, text, step)
+      self.tb.flush()
 
   def close(self) -> None:
     if self.tb is not None:

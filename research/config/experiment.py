@@ -1,0 +1,64 @@
+"""`ExperimentConfig`: everything a run needs, one frozen dataclass per concern.
+
+    ExperimentConfig(model=..., data=..., optimizer=..., train=..., mesh=...)
+
+It is what `python -m research.train --config NAME` builds, what dotted overrides edit
+(`model.n_layers=4`), and what `config.json` in a run directory holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from research.config import validate
+from research.config.data import DataConfig
+from research.config.mesh import MeshConfig
+from research.config.model import ModelConfig
+from research.config.optim import OptimizerConfig
+from research.config.train import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  name: str = "default"
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+
+  def __post_init__(self):
+    if self.data.batch_size % self.train.grad_accum:
+      raise ValueError(f"data.batch_size={self.data.batch_size} must be divisible by "
+                       f"train.grad_accum={self.train.grad_accum}")
+    if self.mesh.stage > 1:
+      self.effective_model()  # validates n_layers against the stage count
+      if (self.data.batch_size // self.train.grad_accum) % self.mesh.pipeline_microbatches:
+        raise ValueError(
+            f"data.batch_size={self.data.batch_size} / train.grad_accum={self.train.grad_accum} "
+            f"must be divisible by mesh.pipeline_microbatches={self.mesh.pipeline_microbatches}")
+    if self.model.position == "learned" and self.data.seq_len > self.model.max_seq_len:
+      raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len="
+                       f"{self.model.max_seq_len}, the size of the learned position table")
+
+  def effective_model(self) -> ModelConfig:
+    """The model as trained: bf16/fp16 precision sets the compute dtype (params stay fp32),
+    and a mesh with stage > 1 pipelines the layer stack."""
+    model = self.model
+    if self.train.precision != "fp32":
+      model = model.replace(dtype=self.train.compute_dtype)
+    if self.mesh.stage > 1:
+      model = model.replace(pipeline_stages=self.mesh.stage,
+                            pipeline_microbatches=self.mesh.pipeline_microbatches)
+    return model
+
+  def to_dict(self) -> dict[str, Any]:
+    return validate.to_dict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+    return validate.from_dict(cls, values)
+
+  def replace(self, **changes: Any) -> "ExperimentConfig":
+    return dataclasses.replace(self, **changes)

@@ -1,0 +1,110 @@
+"""Named experiment configs for `python -m research.train --config NAME`.
+
+    registry.get("default")          # make train: small LLaMA-style char model, Tiny Shakespeare
+    registry.get("smoke")            # seconds on a CPU, synthetic data, no download
+    registry.get("llama2-7b")        # any model preset, with default data and training
+    registry.get("llama2-7b-smoke")  # its tiny variant on synthetic data
+    registry.get("path/to/cfg.json") # a saved config.json, or a .py file defining get_config()
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+from collections.abc import Callable
+
+from research import presets
+from research.config.data import DataConfig, SyntheticConfig, TokenizerConfig
+from research.config.experiment import ExperimentConfig
+from research.config.model import ModelConfig
+from research.config.optim import OptimizerConfig
+from research.config.train import TrainConfig
+from research.config.validate import close_matches
+
+EXPERIMENTS: dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def register(name: str):
+  def wrap(fn):
+    EXPERIMENTS[name] = fn
+    return fn
+
+  return wrap
+
+
+@register("default")
+def default() -> ExperimentConfig:
+  """Small LLaMA-style char model on Tiny Shakespeare (`make train`, a few minutes on 2 CPU cores)."""
+  return ExperimentConfig(
+      name="default",
+      model=ModelConfig(vocab_size=96, d_model=128, n_layers=4, n_heads=4, max_seq_len=256,
+                        norm="rmsnorm", activation="swiglu", position="rope"),
+      data=DataConfig(dataset="tinyshakespeare", tokenizer=TokenizerConfig(kind="char"),
+                      seq_len=64, batch_size=12),
+      optimizer=OptimizerConfig(lr=1e-3, warmup_steps=100, weight_decay=0.1, b2=0.99),
+      train=TrainConfig(steps=2000, log_every=100, eval_every=500, eval_batches=50,
+                        checkpoint_every=500),
+  )
+
+
+def _synthetic_data(seq_len: int = 64, batch_size: int = 8) -> DataConfig:
+  return DataConfig(dataset="synthetic_mix", tokenizer=TokenizerConfig(kind="char"),
+                    seq_len=seq_len, batch_size=batch_size,
+                    synthetic=SyntheticConfig(num_examples=2000))
+
+
+@register("smoke")
+def smoke() -> ExperimentConfig:
+  """A 2-layer model on the built-in synthetic tasks: trains in seconds, downloads nothing."""
+  return ExperimentConfig(
+      name="smoke",
+      model=ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=4, max_seq_len=128),
+      data=_synthetic_data(),
+      optimizer=OptimizerConfig(lr=3e-3, warmup_steps=10),
+      train=TrainConfig(steps=20, log_every=10, eval_every=10, eval_batches=2, checkpoint_every=10,
+                        sample_tokens=16),
+  )
+
+
+def from_preset(name: str) -> ExperimentConfig:
+  """A model preset with default training; smoke variants train on synthetic data."""
+  model = presets.get(name)
+  if name.endswith("-smoke"):
+    return smoke().replace(name=name, model=model)
+  return ExperimentConfig(
+      name=name, model=model,
+      data=DataConfig(dataset="tinyshakespeare", tokenizer=TokenizerConfig(kind="char"),
+                      seq_len=min(1024, model.max_seq_len), batch_size=8))
+
+
+def names() -> list[str]:
+  return sorted(EXPERIMENTS) + presets.names()
+
+
+def describe() -> list[str]:
+  lines = [f"{n}: {(EXPERIMENTS[n].__doc__ or '').strip().splitlines()[0]}" for n in sorted(EXPERIMENTS)]
+  lines.append("any model preset (" + ", ".join(presets.names(include_smoke=False))
+               + "), each also as NAME-smoke")
+  return lines
+
+
+def get(name_or_file: str) -> ExperimentConfig:
+  if name_or_file in EXPERIMENTS:
+    return EXPERIMENTS[name_or_file]()
+  path = pathlib.Path(name_or_file)
+  if path.suffix == ".json" and path.exists():
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))
+  if path.suffix == ".py" and path.exists():
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ValueError(f"{path} defines no get_config() returning an ExperimentConfig")
+    return module.get_config()
+  try:
+    return from_preset(name_or_file)
+  except ValueError:
+    raise ValueError(f"unknown config {name_or_file!r}{close_matches(name_or_file, names())}; "
+                     f"known: {', '.join(sorted(EXPERIMENTS))}, any model preset (and NAME-smoke), "
+                     "or a .json/.py file") from None
