@@ -82,16 +82,16 @@ def test_fused_qkv_rejects_unknown_layouts():
 
 def test_applicable_expands_layers_and_skips_absent_params():
   rules = [Rule("w.{i}", "layers_{i}/w"), Rule("b.{i}", "layers_{i}/b"), Rule("e", "embed")]
-  got = applicable(rules, 2, ["layers_0/w", "layers_1/w", "embed"], "test")
+  got = applicable(rules, ["layers_0/w", "layers_1/w", "embed"], "test")
   assert [r.hf for r in got] == [("w.0",), ("w.1",), ("e",)]
 
 
 def test_applicable_names_params_no_rule_makes():
   with pytest.raises(RuntimeError, match="extra"):
-    applicable([Rule("e", "embed")], 1, ["embed", "extra"], "test")
+    applicable([Rule("e", "embed")], ["embed", "extra"], "test")
 
 
 def test_applicable_refuses_a_rule_that_finds_only_some_of_its_params():
   rule = Rule("qkv", ["q", "k", "v"], FusedQKV("concat", "bias"))
   with pytest.raises(RuntimeError, match="only some"):
-    applicable([rule], 1, ["q", "k"], "test")
+    applicable([rule], ["q", "k"], "test")

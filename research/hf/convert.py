@@ -103,7 +103,7 @@ def save(
   _check_params(params, cfg)
   host = jax.device_get(params)
   flat = flatten_dict(unstack_layers(host) if cfg.scan_layers else host, sep="/")
-  rules = tensors.applicable(converter.tensors(cfg), cfg.n_layers, flat, converter.model_type)
+  rules = tensors.applicable(converter.tensors(cfg), flat, converter.model_type)
   out: dict[str, np.ndarray] = {}
   for rule in rules:
     for name, array in zip(rule.hf, rule.transform.to_hf([np.asarray(flat[p]) for p in rule.ours])):
@@ -117,9 +117,9 @@ def save(
 
 def _read_params(ckpt: checkpoint.Checkpoint, converter: registry.Converter, cfg: ModelConfig):
   built = flatten_dict(models.param_shapes(cfg), sep="/")
-  expected = _per_layer(built, cfg.n_layers) if cfg.scan_layers else built
+  expected = _per_layer(built) if cfg.scan_layers else built
   table = list(converter.tensors(cfg))
-  rules = tensors.applicable(table, cfg.n_layers, expected, converter.model_type)
+  rules = tensors.applicable(table, expected, converter.model_type)
   stored = _table_names(ckpt, converter, table)
   dtype = jnp.dtype(cfg.param_dtype)
   flat = {}
@@ -147,7 +147,7 @@ def _read_params(ckpt: checkpoint.Checkpoint, converter: registry.Converter, cfg
   return params
 
 
-def _per_layer(shapes: dict[str, Any], n_layers: int) -> dict[str, Any]:
+def _per_layer(shapes: dict[str, Any]) -> dict[str, Any]:
   """Flat shapes of a scanned stack ('.../layers/...', leading L) in per-layer form, as
   `unstack_layers` would give ('.../layers_{i}/...')."""
   out = {}
@@ -157,7 +157,7 @@ def _per_layer(shapes: dict[str, Any], n_layers: int) -> dict[str, Any]:
       out[path] = shape
       continue
     at = parts.index("layers")
-    for i in range(n_layers):
+    for i in range(shape.shape[0]):
       layer_path = "/".join(parts[:at] + [f"layers_{i}"] + parts[at + 1:])
       out[layer_path] = jax.ShapeDtypeStruct(shape.shape[1:], shape.dtype)
   return out

@@ -17,6 +17,7 @@ are [*in, *out] with heads split out ("DNH" for q, "NHD" for the output projecti
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -175,22 +176,28 @@ class Rule:
     return Rule([name(n) for n in self.hf], [name(n) for n in self.ours], self.transform)
 
 
-def applicable(rules: Sequence[Rule], n_layers: int, param_paths, family: str) -> list[Rule]:
-  """The concrete rules (one per layer for `{i}` rules) whose parameters exist in `param_paths`.
+def applicable(rules: Sequence[Rule], param_paths, family: str) -> list[Rule]:
+  """The concrete rules whose parameters exist in `param_paths`.
 
-  Raises if a rule finds only some of its parameters, or if some parameter has no rule:
-  both mean the family's table does not describe this config.
+  A `{i}` rule is repeated for layers 0, 1, ... as long as that layer's parameters exist, so
+  stacks of different depths (an encoder and a decoder) need nothing more. Raises if a rule
+  finds only some of its parameters, or if some parameter has no rule: both mean the
+  family's table does not describe this config.
   """
   params = set(param_paths)
   out = []
   for rule in rules:
-    for concrete in ([rule.for_layer(i) for i in range(n_layers)] if rule.per_layer else [rule]):
-      present = [p in params for p in concrete.ours]
+    concrete = itertools.count() if rule.per_layer else [None]
+    for i in concrete:
+      candidate = rule if i is None else rule.for_layer(i)
+      present = [p in params for p in candidate.ours]
       if all(present):
-        out.append(concrete)
+        out.append(candidate)
       elif any(present):
         raise RuntimeError(
-            f"research.hf.{family}: rule for {concrete.hf} finds only some of {concrete.ours}")
+            f"research.hf.{family}: rule for {candidate.hf} finds only some of {candidate.ours}")
+      else:
+        break
   made = [p for r in out for p in r.ours]
   uncovered = sorted(params - set(made))
   if uncovered:
