@@ -102,7 +102,7 @@ class Checkpoint:
     return self._handles[self._file_of[name]].get_tensor(name)
 
   def stored_dtype(self) -> str:
-    """The floating dtype most tensors are stored in (what `dtype='auto'` would load)."""
+    """The floating dtype most tensors are stored in."""
     counts = Counter(self.dtype(n) for n in self._file_of)
     floats = [(c, d) for d, c in counts.items() if d in _SAFETENSORS_DTYPES.values()]
     if not floats:
