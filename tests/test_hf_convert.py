@@ -46,6 +46,16 @@ def test_preset_as_transformers_model_has_our_parameter_count(name):
   assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
 
 
+@pytest.mark.parametrize("name", ["llama3.1-8b", "qwen2-7b", "pythia-1b"])
+def test_transformers_4_rope_keys_alone_describe_the_same_rope(name):
+  cfg = presets.get(name)
+  legacy = {k: v for k, v in research.hf.config_to_hf(cfg).items() if k != "rope_parameters"}
+  back = research.hf.config_from_hf(legacy)
+  fields = ("rope_theta", "rope_dims", "rope_scaling", "rope_scaling_factor",
+            "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len")
+  assert [getattr(back, f) for f in fields] == [getattr(cfg, f) for f in fields]
+
+
 def _hf_checkpoint(path, **config):
   hf_model("llama", **{**_SMALL, **config}).save_pretrained(path)
   return load_file(path / "model.safetensors")

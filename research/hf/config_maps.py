@@ -88,7 +88,9 @@ def rope_from_hf(
 
 
 def rope_to_hf(cfg: ModelConfig, *, with_fraction: bool = False) -> dict[str, Any]:
-  """The `rope_parameters` entry transformers 5 writes for `cfg`'s rotary embedding."""
+  """The `rope_parameters` entry transformers 5 writes for `cfg`'s rotary embedding, plus the
+  transformers 4 spelling (`rope_theta`, `rope_scaling`), which transformers 5 reads
+  consistently and readers pinned to 4.x need: without it they would fall back to theta=1e4."""
   params: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
   if cfg.rope_scaling == "linear":
     params.update(rope_type="linear", factor=cfg.rope_scaling_factor)
@@ -99,7 +101,11 @@ def rope_to_hf(cfg: ModelConfig, *, with_fraction: bool = False) -> dict[str, An
         original_max_position_embeddings=cfg.rope_original_max_len)
   if with_fraction or cfg.rope_fraction != 1.0:
     params["partial_rotary_factor"] = cfg.rope_fraction
-  return {"rope_parameters": params}
+  legacy: dict[str, Any] = {"rope_theta": cfg.rope_theta}
+  if cfg.rope_scaling != "none":
+    legacy["rope_scaling"] = {k: v for k, v in params.items()
+                              if k not in ("rope_theta", "partial_rotary_factor")}
+  return {"rope_parameters": params, **legacy}
 
 
 def rope_dims_exact(hf: HFConfig, head_dim: int, fraction: float, field: str) -> None:

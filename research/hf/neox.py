@@ -77,6 +77,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
       attention_bias=cfg.qkv_bias, tie_word_embeddings=cfg.tie_embeddings,
       attention_dropout=cfg.attn_dropout, hidden_dropout=cfg.resid_dropout,
       initializer_range=cfg.init_std, **config_maps.rope_to_hf(cfg, with_fraction=True),
+      # The transformers 4 names of NeoX's rotary settings.
+      rotary_pct=cfg.rope_fraction, rotary_emb_base=cfg.rope_theta,
   )
 
 
