@@ -1,0 +1,18 @@
+"""Hugging Face checkpoint interop: load `save_pretrained` directories, write ones transformers
+loads.
+
+    from research import hf
+    model, params = hf.load("path/to/checkpoint")        # safetensors only
+    hf.save(model, params, "out")     # then AutoModelForCausalLM.from_pretrained("out")
+
+One module per HF family registers its converters (config mapping and tensor table, both
+ways); the import order below is the order `config_to_hf` tries model types in, so a
+ModelConfig that several types express is written as the first of them.
+"""
+
+from research.hf import llama, gpt2, neox, falcon, bloom  # noqa: F401  (registration, in order)
+from research.hf.convert import config_from_hf, config_to_hf, load, save
+from research.hf.errors import ConversionError
+from research.hf.registry import supported
+
+__all__ = ["ConversionError", "config_from_hf", "config_to_hf", "load", "save", "supported"]
