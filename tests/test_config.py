@@ -95,3 +95,10 @@ def test_remat_lists_agree():
   from research.layers.stack import REMAT_POLICIES
 
   assert set(model_config.REMAT_POLICIES) == {"none", *REMAT_POLICIES}
+
+
+def test_objective_lists_agree():
+  from research.config.train import OBJECTIVES
+  from research.train import objectives
+
+  assert set(OBJECTIVES) == set(objectives.OBJECTIVES)

@@ -54,6 +54,12 @@ def _to_device(batch, sharding):
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def _prepared(objective, batch, tokenizer, cfg, epoch: int):
+  if objective.prepare is None:
+    return batch
+  return objective.prepare(batch, tokenizer=tokenizer, config=cfg, epoch=epoch)
+
+
 def sample_text(model, params, tokenizer, prompt: str, tokens: int, temperature: float, seed: int) -> str:
   # Decoding never pipelines; the parameters have the same layout either way.
   cfg = model.cfg.replace(pipeline_stages=1, pipeline_microbatches=1)
@@ -107,14 +113,14 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
 
   batch_sh = plan.batch
   step_fn = make_train_step(
-      model, objective, optimizer, lr_schedule, tcfg, grad_shardings=plan.grads,
+      model, objective.loss, optimizer, lr_schedule, tcfg, grad_shardings=plan.grads,
       opt_device_shardings=plan.opt_device,
       opt_host_shardings=plan.state.opt_state if plan.opt_device is not None else None)
   # Metrics come back replicated, so every process can read them.
   replicated = NamedSharding(mesh, PartitionSpec())
   train_step = jax.jit(step_fn, in_shardings=(plan.state, batch_sh),
                        out_shardings=(plan.state, replicated), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(model, objective), in_shardings=(plan.state.params, batch_sh),
+  eval_step = jax.jit(make_eval_step(model, objective.loss), in_shardings=(plan.state.params, batch_sh),
                       out_shardings=replicated)
 
   writer = MetricsWriter(run_dir, tensorboard=tcfg.tensorboard, enabled=primary)
@@ -132,6 +138,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
     batches = dataset.eval_batches(tcfg.eval_batches, process_index=jax.process_index(),
                                    process_count=jax.process_count())
     for batch in batches:
+      batch = _prepared(objective, batch, tokenizer, cfg, epoch=0)
       with plan.scope():
         sums = eval_step(state.params, _to_device(batch, batch_sh))
       totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
@@ -147,8 +154,10 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   eval_loss = None
   try:
     for step in range(start + 1, tcfg.steps + 1):
+      epoch = iterator.epoch
+      batch = _prepared(objective, next(iterator), tokenizer, cfg, epoch)
       with plan.scope():
-        state, metrics = train_step(state, _to_device(next(iterator), batch_sh))
+        state, metrics = train_step(state, _to_device(batch, batch_sh))
       pending.append(metrics)
       last = step == tcfg.steps
       if step % check_every == 0 or last:
@@ -178,7 +187,8 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
         summary["eval_loss"] = eval_loss
         progress.clear()
         say(format_line(step, tcfg.steps, {"eval_loss": eval_loss}), flush=True)
-      if tcfg.sample_tokens and tcfg.sample_every and step % tcfg.sample_every == 0 and not last:
+      if (objective.samples_text and tcfg.sample_tokens and tcfg.sample_every
+          and step % tcfg.sample_every == 0 and not last):
         text = sample_text(model, state.params, tokenizer, tcfg.sample_prompt, tcfg.sample_tokens,
                            tcfg.sample_temperature, seed=step)
         writer.write_text(step, "sample", text)
@@ -199,7 +209,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
     ckpt.wait()
     writer.close()
 
-  if tcfg.sample_tokens:
+  if objective.samples_text and tcfg.sample_tokens:
     text = sample_text(model, state.params, tokenizer, tcfg.sample_prompt, tcfg.sample_tokens,
                        tcfg.sample_temperature, seed=tcfg.steps)
     say("--- sample ---\n" + text + "\n--------------", flush=True)

@@ -1,19 +1,35 @@
-"""Training objectives: name -> loss function over a batch.
+"""Training objectives: name -> `Objective` (a loss, and what it needs done to each batch).
 
-Every objective returns sums, not means: `(loss_sum, weight_sum, metric_sums)`. The train
-step divides once by the total weight, so a step split into microbatches computes exactly
-the full-batch gradient.
+    loss(model, params, batch, rng, deterministic) -> (loss_sum, weight_sum, metric_sums)
+    prepare(batch, *, tokenizer, config, epoch) -> batch        (host side, numpy, optional)
+
+Losses return sums, not means: the train step divides once by the total weight, so a step
+split into microbatches computes exactly the full-batch gradient. `prepare` turns the data
+pipeline's batches (input_ids, targets, loss_mask, segment_ids) into what the objective
+reads (masked tokens, sentence pairs, spans, ...). It must be a deterministic function of
+the batch, the config and the epoch, so a resumed run prepares the same batches; derive
+any randomness from a hash of the example's tokens, the data seed and (for dynamic masking)
+the epoch, which also makes it independent of how rows are split over hosts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Objective = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  loss: LossFn
+  prepare: Callable | None = None
+  # Whether the loop can sample text from the trained model (a causal or prefix LM).
+  samples_text: bool = True
 
 
 def apply_model(model, params, rng, deterministic: bool, **inputs):
@@ -41,7 +57,8 @@ def causal_lm(model, params, batch, rng, deterministic=False):
   return loss_sum + aux * weight, weight, metrics
 
 
-OBJECTIVES: dict[str, Objective] = {"causal_lm": causal_lm}
+# Kept in step with research.config.train.OBJECTIVES (tests/test_config.py checks).
+OBJECTIVES: dict[str, Objective] = {"causal_lm": Objective(loss=causal_lm)}
 
 
 def get(name: str) -> Objective:
