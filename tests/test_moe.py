@@ -424,3 +424,36 @@ def test_experts_must_divide_the_expert_axis():
   with jax.set_mesh(jax.make_mesh((4,), ("expert",), axis_types=(AxisType.Auto,))):
     with pytest.raises(ValueError, match="moe_experts=6 must be divisible by the 'expert' mesh axis"):
       apply_moe(cfg, params, x)
+
+
+# ------------------------------------------------------------------ reference: transformers
+
+
+def test_layer_matches_transformers_mixtral_sparse_moe_block():
+  torch = pytest.importorskip("torch")
+  from transformers import MixtralConfig
+  from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+  cfg = moe_cfg(moe_experts=4, moe_top_k=2, moe_softmax_after_topk=True, moe_dropless=True,
+                mlp_bias=False, d_ff=24)
+  hf_cfg = MixtralConfig(hidden_size=D, intermediate_size=24, num_local_experts=4,
+                         num_experts_per_tok=2, experts_implementation="eager")
+  torch.manual_seed(0)
+  block = MixtralSparseMoeBlock(hf_cfg).eval()
+  with torch.no_grad():
+    for p in block.parameters():
+      p.normal_(0.0, 0.3)
+  sd = {k: v.numpy() for k, v in block.state_dict().items()}
+  gate_up = sd["experts.gate_up_proj"]  # [E, 2F, D]: gate rows, then up rows
+  params = {
+      "router": {"kernel": sd["gate.weight"].T},
+      "wi_gate": {"kernel": gate_up[:, :24].transpose(0, 2, 1)},
+      "wi_up": {"kernel": gate_up[:, 24:].transpose(0, 2, 1)},
+      "wo": {"kernel": sd["experts.down_proj"].transpose(0, 2, 1)},
+  }
+  x = inputs((2, 7))
+  with torch.no_grad():
+    want = block(torch.tensor(np.asarray(x))).numpy()
+  for dropless in (True, False):  # capacity = sequence length drops nothing either
+    c = cfg.replace(moe_dropless=dropless, moe_capacity_factor=2.0)
+    np.testing.assert_allclose(apply_moe(c, params, x)[0], want, atol=1e-5)
