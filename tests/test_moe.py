@@ -371,9 +371,9 @@ def _ep_loss(cfg):
 
 
 def _shard_experts(params, axes, mesh):
-  """Places every parameter with an 'experts' axis split over the 'expert' mesh axis."""
+  """Places every parameter with an 'experts' axis split over the mesh's 'expert' axis, if any."""
   def place(x, spec):
-    names = tuple("expert" if a == "experts" else None for a in spec)
+    names = tuple("expert" if a == "experts" and "expert" in mesh.axis_names else None for a in spec)
     return jax.device_put(x, NamedSharding(mesh, P(*names)))
 
   return jax.tree.map(place, params, axes)
@@ -383,8 +383,9 @@ def _shard_experts(params, axes, mesh):
     ({"expert": 4, "data": 2}, False, 8),
     ({"expert": 8}, True, 8),
     ({"expert": 8}, False, 2),  # batch smaller than the axis: no all-to-all
+    ({"data": 4, "fsdp": 2}, True, 8),  # no expert axis: the dropless sort runs per shard
 ])
-def test_expert_parallel_equals_single_device(mesh_shape, dropless, batch):
+def test_sharded_equals_single_device(mesh_shape, dropless, batch):
   cfg = tiny(d_model=16, n_layers=2, n_heads=2, moe_experts=8, moe_top_k=2, moe_dropless=dropless,
              moe_capacity_factor=1.0)
   params = registry.init_params(cfg, jax.random.key(0))
@@ -397,12 +398,27 @@ def test_expert_parallel_equals_single_device(mesh_shape, dropless, batch):
     step = _ep_loss(cfg)
     hlo = step.lower(sharded, ids).as_text()
     (l1, (y1, m1)), g1 = step(sharded, ids)
-  assert ("all_to_all" in hlo) == (batch % mesh_shape["expert"] == 0)
-  assert g1["blocks"]["layers"]["moe"]["wi_gate"]["kernel"].sharding.spec[1] == "expert"
+  assert ("all_to_all" in hlo) == (batch % mesh_shape.get("expert", batch + 1) == 0)
+  if "expert" in mesh_shape:
+    assert g1["blocks"]["layers"]["moe"]["wi_gate"]["kernel"].sharding.spec[1] == "expert"
   np.testing.assert_allclose(l0, l1, rtol=1e-6)
   np.testing.assert_allclose(y0, y1, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), m0, m1)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, g1)
+
+
+@pytest.mark.parametrize("dropless", [False, True])
+def test_data_parallel_routing_keeps_tokens_on_their_shard(dropless):
+  # A wrong layout would gather all tokens onto every device (a sort or top-k over the
+  # sharded batch) and compute every expert on every token everywhere.
+  cfg = moe_cfg(moe_experts=8, moe_dropless=dropless)
+  x = inputs((8, 6))
+  params = init_moe(cfg, x)
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+  with jax.set_mesh(mesh):
+    x = jax.device_put(x, NamedSharding(mesh, P("data")))
+    hlo = jax.jit(lambda p, x: MoE(cfg).apply({"params": p}, x)).lower(params, x).compile().as_text()
+  assert "all-gather" not in hlo
 
 
 def test_expert_parallel_layer_under_explicit_mesh_axes():

@@ -42,6 +42,9 @@ from research.layers import activations, init, linear, routing
 # rules table maps it to.
 EXPERTS = "experts"
 EXPERT_AXIS = "expert"
+# Mesh axes that split the batch (data parallelism and FSDP), as the shared rules table maps
+# the batch; the dropless path sorts tokens within each of their shards.
+TOKEN_AXES = ("data", "fsdp")
 COLLECTION = "moe"
 
 
@@ -94,11 +97,8 @@ def _experts_on_slots(x_BECD, weights, act, dtype):
   return project(h, "wo", "BECF,EFD->BECD")
 
 
-def _experts_sorted(x_BTD, expert_BTK, weights, act, dtype):
-  """Dropless: every assignment through its expert, grouped by a sort and `ragged_dot`.
-
-  Returns each assignment's expert output, [B, T, K, D] (ungated).
-  """
+def _experts_sorted(x_BTD, expert_BTK, gate_BTK, weights, act, dtype):
+  """Dropless: every assignment through its expert, grouped by a sort and `ragged_dot`."""
   b, t, d = x_BTD.shape
   k = expert_BTK.shape[-1]
   n_experts = weights["wo"][0].shape[0]
@@ -118,8 +118,37 @@ def _experts_sorted(x_BTD, expert_BTK, weights, act, dtype):
   else:
     h = act(project(x_AD, "wi"))
   y_AD = project(h, "wo")
-  unsorted_AD = jnp.zeros_like(y_AD).at[order_A].set(y_AD)
-  return unsorted_AD.reshape(b, t, k, d)
+  y_BTKD = jnp.zeros_like(y_AD).at[order_A].set(y_AD).reshape(b, t, k, d)
+  return jnp.einsum("BTK,BTKD->BTD", gate_BTK.astype(dtype), y_BTKD)
+
+
+def _token_axes(batch: int) -> tuple[str, ...]:
+  """The axes of the current mesh among TOKEN_AXES that split a batch of this size evenly."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes, size = [], 1
+  for axis in TOKEN_AXES:
+    n = mesh.shape.get(axis, 1) if not mesh.empty else 1
+    if n > 1 and batch % (size * n) == 0:
+      axes.append(axis)
+      size *= n
+  return tuple(axes)
+
+
+def _per_shard(fn, axes: tuple[str, ...]):
+  """Runs fn(x_BTD, expert_BTK, gate_BTK, weights) -> y_BTD on each shard of the batch.
+
+  The dropless path sorts all the assignments it is given. Left to the compiler, a sort over
+  a batch split across devices gathers every token onto every device, which then all compute
+  every expert on every token; here each batch shard sorts and multiplies its own tokens,
+  with the weights whole on each shard (gathered where they are split over these axes, as
+  FSDP does anyway).
+  """
+  if not axes:
+    return fn
+  tokens = P(axes)
+  return lambda x, e, g, w: jax.shard_map(
+      fn, in_specs=(tokens, tokens, tokens, jax.tree.map(lambda _: P(), w)), out_specs=tokens,
+      axis_names=set(axes))(x, e, g, w)
 
 
 # ----------------------------------------------------------------- expert parallelism
@@ -205,8 +234,8 @@ class MoE(nn.Module):
 
     mesh = expert_mesh()
     if cfg.moe_dropless and mesh is None:
-      y_BTKD = _experts_sorted(x_BTD, expert_BTK, weights, act, dtype)
-      y_BTD = jnp.einsum("BTK,BTKD->BTD", gate_BTK.astype(dtype), y_BTKD)
+      experts = lambda x, e, g, w: _experts_sorted(x, e, g, w, act, dtype)
+      y_BTD = _per_shard(experts, _token_axes(b))(x_BTD, expert_BTK, gate_BTK, weights)
       kept_BTK = jnp.broadcast_to(valid_BT[..., None], expert_BTK.shape)
     else:
       if cfg.moe_dropless:

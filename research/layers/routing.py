@@ -17,6 +17,23 @@ import jax
 import jax.numpy as jnp
 
 
+def _top_k(x_BTE: jax.Array, k: int):
+  """`jax.lax.top_k` over the last axis (ties to the lower index) as k rounds of argmax.
+
+  XLA's SPMD partitioner gathers a batch-sharded operand before a TopK; argmax is a reduction
+  it keeps local, and k (the experts per token) is small.
+  """
+  values, indices = [], []
+  remaining = x_BTE
+  for _ in range(k):
+    index_BT = jnp.argmax(remaining, axis=-1)
+    values.append(jnp.take_along_axis(x_BTE, index_BT[..., None], axis=-1)[..., 0])
+    indices.append(index_BT)
+    taken = jax.nn.one_hot(index_BT, x_BTE.shape[-1], dtype=bool)
+    remaining = jnp.where(taken, -jnp.inf, remaining)
+  return jnp.stack(values, axis=-1), jnp.stack(indices, axis=-1)
+
+
 def top_k_gates(logits_BTE: jax.Array, k: int, softmax_after_topk: bool):
   """The k chosen experts of every token (int32[B, T, K]) and their gates (float32[B, T, K]).
 
@@ -27,7 +44,7 @@ def top_k_gates(logits_BTE: jax.Array, k: int, softmax_after_topk: bool):
   The selection is the same either way, since softmax is monotone.
   """
   logits_BTE = logits_BTE.astype(jnp.float32)
-  top_logits_BTK, expert_BTK = jax.lax.top_k(logits_BTE, k)
+  top_logits_BTK, expert_BTK = _top_k(logits_BTE, k)
   if softmax_after_topk:
     gate_BTK = jax.nn.softmax(top_logits_BTK, axis=-1)
   else:
