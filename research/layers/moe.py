@@ -10,7 +10,7 @@ Two ways to run the experts:
 - dropless, sorted (MegaBlocks, Gale et al. 2022): the B*T*K assignments are sorted by expert
   and each expert multiplies its contiguous run with `jax.lax.ragged_dot` (a grouped matmul:
   native on TPU, XLA's or a Triton lowering on GPU; on CPU JAX expands it densely, so it is
-  exact but E times the work).
+  exact but E times the work). Each batch shard (mesh axes TOKEN_AXES) sorts its own tokens.
 
 Expert parallelism: when a mesh with an `expert` axis of size > 1 is set (`jax.set_mesh`),
 the experts' weights are split over that axis and the capacity path runs the experts inside
@@ -208,7 +208,10 @@ class MoE(nn.Module):
   @nn.compact
   def __call__(self, x_BTD: jax.Array, deterministic: bool = True,
                valid_BT: jax.Array | None = None) -> jax.Array:
-    """valid_BT marks real tokens (not padding): only they claim capacity and enter the losses."""
+    """valid_BT marks real tokens (not padding): only they claim capacity and enter the losses.
+
+    `deterministic` is accepted for the MLP's interface; routing has no randomness.
+    """
     cfg = self.cfg
     b, t, d = x_BTD.shape
     n_experts, k, f = cfg.moe_experts, cfg.moe_top_k, cfg.expert_hidden
