@@ -47,7 +47,8 @@ def smoke(cfg: ModelConfig) -> ModelConfig:
   """Tiny dimensions with every architectural choice of `cfg` kept.
 
   MHA stays MHA, MQA stays MQA, GQA keeps a group size above one; the sliding window
-  shrinks so it still cuts in at test lengths.
+  shrinks so it still cuts in at test lengths. An MoE stays an MoE with its top-k, at most
+  8 experts, and enough layers for one group of `moe_every`.
   """
   n_heads = 4
   if cfg.num_kv_heads == cfg.n_heads:
@@ -56,11 +57,15 @@ def smoke(cfg: ModelConfig) -> ModelConfig:
     kv = 1
   else:
     kv = 2
+  experts = min(cfg.moe_experts, 8)
   return cfg.replace(
-      vocab_size=256, d_model=64, n_layers=2, n_heads=n_heads, n_kv_heads=kv, head_dim=None,
+      vocab_size=256, d_model=64, n_layers=max(2, cfg.moe_every if experts else 1),
+      n_heads=n_heads, n_kv_heads=kv, head_dim=None,
       d_ff=None, ffn_multiple_of=1, max_seq_len=256,
       sliding_window=None if cfg.sliding_window is None else 16,
       rope_original_max_len=min(cfg.rope_original_max_len, 64),
+      moe_experts=experts, moe_top_k=min(cfg.moe_top_k, experts) if experts else cfg.moe_top_k,
+      moe_d_ff=None,
   )
 
 
@@ -171,6 +176,20 @@ def yi_34b() -> ModelConfig:
 def mistral_7b() -> ModelConfig:
   return ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
                      max_seq_len=32768, sliding_window=4096, norm_eps=1e-5, **_LLAMA)
+
+
+@register("mixtral-8x7b")
+def mixtral_8x7b() -> ModelConfig:
+  # Jiang et al. (2024): Mistral-7B's attention without the sliding window, and in every layer
+  # 8 SwiGLU experts of which each token uses 2, gated by a softmax over the two chosen logits.
+  # Dropless routing, like the reference implementation, which drops nothing. The published
+  # config's router_aux_loss_coef=0.02 weighs one loss pooled over all layers whose f sums to
+  # k=2; ours is per layer with f summing to 1, summed over the 32 layers: 0.02 * 2 / 32.
+  return ModelConfig(
+      d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336, max_seq_len=32768,
+      norm_eps=1e-5, **{**_LLAMA, "rope_theta": 1000000.0},
+      moe_experts=8, moe_top_k=2, moe_softmax_after_topk=True, moe_dropless=True,
+      moe_aux_weight=0.02 * 2 / 32, moe_z_weight=0.0)
 
 
 _QWEN2 = {**_LLAMA, "rope_theta": 1000000.0, "qkv_bias": True, "norm_eps": 1e-6}

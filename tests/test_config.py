@@ -102,3 +102,31 @@ def test_objective_lists_agree():
   from research.train import objectives
 
   assert set(OBJECTIVES) == set(objectives.OBJECTIVES)
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        (dict(moe_experts=4, moe_top_k=5), "ModelConfig.moe_top_k=5 must lie in [1, 4]"),
+        (dict(moe_experts=4, n_layers=6, moe_every=4),
+         "ModelConfig.n_layers=6 must be divisible by ModelConfig.moe_every=4"),
+        (dict(moe_experts=4, moe_priority="random"), "ModelConfig.moe_priority='random'"),
+        (dict(moe_experts=4, moe_capacity_factor=0.0), "moe_capacity_factor=0.0 must be > 0"),
+        (dict(moe_experts=4, moe_aux_weight=-1.0), "moe_aux_weight=-1.0 must be >= 0"),
+        (dict(moe_experts=-1), "moe_experts=-1 must be >= 0"),
+    ],
+)
+def test_moe_fields_are_validated(changes, needle):
+  with pytest.raises(ValueError) as err:
+    ModelConfig(**changes)
+  assert needle in str(err.value)
+
+
+def test_moe_flops_count_active_experts_and_params_count_all():
+  dense = ModelConfig(d_model=64, n_heads=4, n_layers=4, vocab_size=100, activation="swiglu")
+  moe = dense.replace(moe_experts=8, moe_top_k=2, moe_every=2)
+  ffn = 3 * 64 * dense.ffn_hidden
+  # Two MoE layers: each adds a router and a second active expert to the dense count.
+  assert moe.matmul_params_per_token() == dense.matmul_params_per_token() + 2 * (64 * 8 + ffn)
+  assert moe.num_params() == dense.num_params() + 2 * (64 * 8 + 7 * ffn)
+  assert moe.replace(moe_d_ff=32).expert_hidden == 32

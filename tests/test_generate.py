@@ -16,6 +16,9 @@ FAMILIES = {
     "falcon_mqa_parallel": dict(n_kv_heads=1, parallel_block=True),
     "mistral_window": dict(n_kv_heads=2, sliding_window=5),
     "t5bias": dict(position="t5"),
+    "mixtral_moe": dict(n_kv_heads=2, moe_experts=4, moe_softmax_after_topk=True, moe_dropless=True),
+    # Capacity routing that cannot drop (capacity = sequence length), every second layer.
+    "moe_every_2": dict(moe_experts=4, moe_every=2, moe_capacity_factor=2.0),
 }
 
 

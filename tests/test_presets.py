@@ -17,6 +17,7 @@ PUBLISHED = {
     "falcon-7b": 6_921_720_704, "falcon-40b": 41_303_293_952,
     "bloom-560m": 559_214_592, "bloom-7b1": 7_069_016_064,
     "pythia-160m": 162_322_944, "pythia-1b": 1_011_781_632, "gpt-neox-20b": 20_554_567_680,
+    "mixtral-8x7b": 46_702_792_704,
 }
 
 
@@ -35,6 +36,9 @@ def test_smoke_variant_keeps_the_architecture_and_runs(name):
   for field in ("norm", "norm_placement", "activation", "position", "parallel_block",
                 "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction"):
     assert getattr(small, field) == getattr(full, field), field
+  for field in ("moe_top_k", "moe_every", "moe_dropless", "moe_softmax_after_topk", "moe_priority"):
+    assert getattr(small, field) == getattr(full, field), field
+  assert (small.moe_experts > 0) == (full.moe_experts > 0)
   kv_kind = lambda c: "mha" if c.num_kv_heads == c.n_heads else "mqa" if c.num_kv_heads == 1 else "gqa"
   assert kv_kind(small) == kv_kind(full)
   params = registry.init_params(small, jax.random.key(0))

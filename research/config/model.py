@@ -26,6 +26,8 @@ ROPE_SCALINGS = ("none", "linear", "llama3")
 ATTENTION_IMPLS = ("xla",)
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
+# Order in which assignments claim expert slots when capacity is short (research.layers.routing).
+MOE_PRIORITIES = ("token", "choice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,7 @@ class ModelConfig:
 
   Einsum letters used across the model code: B batch, T query length, S key length,
   N query heads, K key/value heads, G query heads per kv head, H head dim, D model dim,
-  F feed-forward hidden dim, V vocabulary, L layers.
+  F feed-forward hidden dim, V vocabulary, L layers, E experts, C expert capacity.
   """
 
   family: str = "decoder"
@@ -95,6 +97,27 @@ class ModelConfig:
   # Falcon-40B).
   parallel_norms: int = 1
 
+  # Mixture of experts (research/layers/moe.py). 0 experts: every FFN is dense.
+  moe_experts: int = 0
+  # Experts each token is sent to: 1 is Switch (Fedus et al. 2021), 2 GShard and Mixtral.
+  moe_top_k: int = 2
+  # Every k-th layer's FFN is an MoE (the last of each group of k; 1: all of them).
+  moe_every: int = 1
+  # Hidden width of each expert; None: ffn_hidden.
+  moe_d_ff: int | None = None
+  # Expert slots per group of tokens: ceil(factor * top_k * tokens / experts); assignments
+  # past an expert's capacity are dropped (their token skips that expert). Unused when dropless.
+  moe_capacity_factor: float = 1.25
+  moe_dropless: bool = False
+  moe_priority: str = "token"
+  # False: gates are the full softmax's probabilities of the chosen experts (Switch).
+  # True: softmax over the chosen experts' logits only, i.e. renormalised (Mixtral, GShard top-2).
+  moe_softmax_after_topk: bool = False
+  # Switch load-balancing loss weight (alpha, Fedus et al. 2021) and router z-loss weight
+  # (c_z, Zoph et al. 2022), per MoE layer.
+  moe_aux_weight: float = 0.01
+  moe_z_weight: float = 0.001
+
   tie_embeddings: bool = True
 
   embed_dropout: float = 0.0
@@ -136,6 +159,10 @@ class ModelConfig:
       validate.divisible(own, "n_layers", self.n_layers, "pipeline_stages", self.pipeline_stages)
       if not self.scan_layers:
         raise ValueError(f"{own}.pipeline_stages={self.pipeline_stages} needs scan_layers=True")
+      if self.moe_experts:
+        raise ValueError(
+            f"{own}.pipeline_stages={self.pipeline_stages} with moe_experts={self.moe_experts} is not "
+            "supported: the MoE auxiliary losses are not collected through the pipeline schedule")
     for name in ("embed_dropout", "attn_dropout", "resid_dropout"):
       validate.in_range(own, name, getattr(self, name), 0.0, 1.0 - 1e-6)
     validate.positive(own, "init_std", self.init_std)
@@ -156,6 +183,7 @@ class ModelConfig:
             f"{own}.rope_fraction={self.rope_fraction} gives {rot} rotary dims of "
             f"head_dim={self.dim_per_head}; rotary dims must be even and > 0"
         )
+    self._validate_moe(own)
     if self.parallel_block and self.norm_placement not in ("pre", "post"):
       raise ValueError(
           f"{own}.parallel_block=True needs norm_placement 'pre' or 'post', got "
@@ -167,6 +195,21 @@ class ModelConfig:
             f"{own}.{name} is set but norm_placement={self.norm_placement!r}; "
             "it only applies to norm_placement='deepnorm'"
         )
+
+  def _validate_moe(self, own: str) -> None:
+    validate.positive(own, "moe_experts", self.moe_experts, allow_zero=True)
+    if not self.moe_experts:
+      return
+    validate.in_range(own, "moe_top_k", self.moe_top_k, 1, self.moe_experts)
+    validate.positive(own, "moe_every", self.moe_every)
+    # The scanned stack repeats groups of moe_every layers, so the groups must tile the stack.
+    validate.divisible(own, "n_layers", self.n_layers, "moe_every", self.moe_every)
+    if self.moe_d_ff is not None:
+      validate.positive(own, "moe_d_ff", self.moe_d_ff)
+    validate.positive(own, "moe_capacity_factor", self.moe_capacity_factor)
+    validate.choice(own, "moe_priority", self.moe_priority, MOE_PRIORITIES)
+    validate.positive(own, "moe_aux_weight", self.moe_aux_weight, allow_zero=True)
+    validate.positive(own, "moe_z_weight", self.moe_z_weight, allow_zero=True)
 
   # ---------------------------------------------------------------- derived sizes
 
@@ -199,6 +242,14 @@ class ModelConfig:
     return m * math.ceil(hidden / m)
 
   @property
+  def expert_hidden(self) -> int:
+    return self.ffn_hidden if self.moe_d_ff is None else self.moe_d_ff
+
+  @property
+  def n_moe_layers(self) -> int:
+    return self.n_layers // self.moe_every if self.moe_experts else 0
+
+  @property
   def has_final_norm(self) -> bool:
     if self.final_norm is not None:
       return self.final_norm
@@ -227,16 +278,25 @@ class ModelConfig:
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
   def matmul_params_per_token(self) -> int:
-    """Weights each token multiplies through: all matrices except the embedding lookup."""
+    """Weights each token multiplies through: all matrices except the embedding lookup.
+
+    MoE layers count the ACTIVE weights: the router and the `moe_top_k` experts a token is
+    sent to, not all `moe_experts` (`num_params` counts all of them). Tokens dropped for
+    capacity are not discounted, so this is the nominal active count.
+    """
     d, h = self.d_model, self.dim_per_head
+    matrices = 3 if self.gated else 2
     attn = d * (self.n_heads + 2 * self.num_kv_heads) * h + self.n_heads * h * d
-    ffn = d * self.ffn_hidden * (3 if self.gated else 2)
-    return self.n_layers * (attn + ffn) + d * self.vocab_size
+    dense_ffn = d * self.ffn_hidden * matrices
+    moe_ffn = d * self.moe_experts + self.moe_top_k * d * self.expert_hidden * matrices
+    n_moe = self.n_moe_layers
+    return (self.n_layers * attn + (self.n_layers - n_moe) * dense_ffn + n_moe * moe_ffn
+            + d * self.vocab_size)
 
   def flops_per_token(self, seq_len: int, training: bool = True) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
 
-    Forward: 2 * matmul weights + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
+    Forward: 2 * matmul weights (active ones for MoE) + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
     attention scores and the weighted values (the causal half is not discounted, as in PaLM).
     Training (forward + backward) is three times the forward.
     """

@@ -7,6 +7,7 @@
 
 With `parallel_block` the attention and FFN read the same input and their outputs are
 summed into one residual (GPT-J, PaLM, Falcon, GPT-NeoX), from one shared norm or two.
+With `moe=True` the FFN is a mixture of experts (research.layers.moe) in every placement.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from research.layers.attention import Attention
 from research.layers.ffn import MLP
 from research.layers.kv_cache import LayerCache
 from research.layers.masks import AttentionBias, AttentionMask
+from research.layers.moe import MoE
 
 
 # The residual stream's logical axes; the rules put batch on the data axes and, with sequence
@@ -30,6 +32,7 @@ class Block(nn.Module):
   cfg: object  # ModelConfig
   # DeepNorm (alpha, beta) for this stack; the owner computes them (decoder, encoder, ...).
   deepnorm: tuple[float, float] | None = None
+  moe: bool = False
 
   @nn.compact
   def __call__(
@@ -46,7 +49,12 @@ class Block(nn.Module):
     placement = cfg.norm_placement
     alpha, beta = self.deepnorm if placement == "deepnorm" else (1.0, None)
     attn = Attention(cfg, beta=beta, name="attn")
-    mlp = MLP(cfg, beta=beta, name="mlp")
+    if self.moe:
+      # Padding queries (segment 0) take no expert capacity and stay out of the router losses.
+      moe = MoE(cfg, beta=beta, name="moe")
+      mlp = lambda h, det: moe(h, det, valid_BT=mask.q_segment != 0)
+    else:
+      mlp = MLP(cfg, beta=beta, name="mlp")
 
     def drop(y):
       return nn.Dropout(cfg.resid_dropout)(y, deterministic=deterministic)

@@ -2,7 +2,8 @@
 
 Both forms give the same function; the scanned form stores each parameter with a leading
 'layers' axis, the loop form as `layers_0`, `layers_1`, ... Rematerialisation wraps the
-block with the policy named by `cfg.remat`.
+block with the policy named by `cfg.remat`. When only every k-th layer is a mixture of experts,
+the repeated unit is a group of k blocks (`BlockGroup`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import jax
 
 from research.layers import pipeline
 from research.layers.kv_cache import LayerCache
+from research.layers.moe import COLLECTION as MOE_COLLECTION
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -22,10 +24,52 @@ REMAT_POLICIES = {
 }
 
 
+def _split_layers(cache: LayerCache | None, groups: int) -> LayerCache | None:
+  """A cache stacked on L -> stacked on (groups, L / groups)."""
+  if cache is None:
+    return None
+  return jax.tree.map(lambda a: a.reshape(groups, a.shape[0] // groups, *a.shape[1:]), cache)
+
+
+def _merge_layers(cache: LayerCache | None) -> LayerCache | None:
+  if cache is None:
+    return None
+  return jax.tree.map(lambda a: a.reshape(a.shape[0] * a.shape[1], *a.shape[2:]), cache)
+
+
+class BlockGroup(nn.Module):
+  """`size` consecutive blocks `block_0` ... `block_{size-1}`, the last one a mixture of experts.
+
+  The unit the stack repeats when only every k-th layer is an MoE (`moe_every` = k > 1), so
+  the scanned stack still scans one kind of unit. `cache` is stacked on a leading `size` axis.
+  """
+
+  cfg: object  # ModelConfig
+  block: type[nn.Module]
+  size: int
+  block_kwargs: tuple = ()
+
+  @nn.compact
+  def __call__(self, x, mask, bias, positions, cache: LayerCache | None = None, deterministic=True):
+    new_caches = []
+    for j in range(self.size):
+      layer_cache = None if cache is None else jax.tree.map(lambda a, j=j: a[j], cache)
+      x, layer_cache = self.block(
+          self.cfg, moe=j == self.size - 1, name=f"block_{j}", **dict(self.block_kwargs))(
+              x, mask, bias, positions, layer_cache, deterministic)
+      new_caches.append(layer_cache)
+    if cache is None:
+      return x, None
+    return x, jax.tree.map(lambda *a: jax.numpy.stack(a), *new_caches)
+
+
 class Stack(nn.Module):
   """Applies `n_layers` copies of `block` (a Block-like module class) to x.
 
-  `cache`, when given, holds every layer's slice stacked on a leading L axis.
+  `cache`, when given, holds every layer's slice stacked on a leading L axis. With
+  `cfg.moe_experts` > 0 the blocks get `moe=True` (every layer, `moe_every` = 1), or the stack
+  repeats a `BlockGroup` of `moe_every` blocks whose last is the MoE; parameters then sit
+  under `layers` / `layers_{g}` per group, as `block_{j}` within it.
   """
 
   cfg: object  # ModelConfig
@@ -42,37 +86,47 @@ class Stack(nn.Module):
       block = nn.remat(
           block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
           static_argnums=(6,))
-    kwargs = dict(self.block_kwargs)
+    every = cfg.moe_every if cfg.moe_experts else 1
+    if self.n_layers % every:
+      raise ValueError(f"{self.n_layers} layers do not split into groups of moe_every={every}")
+    groups = self.n_layers // every
+    if every == 1:
+      unit = block
+      kwargs = dict(self.block_kwargs, **({"moe": True} if cfg.moe_experts else {}))
+    else:
+      unit = BlockGroup
+      kwargs = dict(block=block, size=every, block_kwargs=self.block_kwargs)
+      cache = _split_layers(cache, groups)
     if cfg.pipeline_stages > 1 and not self.is_initializing():
       # Initialisation (below) creates the parameters exactly as the plain scanned stack.
       if cache is not None:
         raise ValueError("pipeline parallelism is for training; decode with pipeline_stages=1")
       dropout = not deterministic and max(cfg.attn_dropout, cfg.resid_dropout) > 0
       out = pipeline.run(
-          self.variables["params"]["layers"], cfg, self.block(cfg, parent=None, **kwargs), x, mask,
+          self.variables["params"]["layers"], cfg, unit(cfg, parent=None, **kwargs), x, mask,
           bias, positions, deterministic, self.make_rng("dropout") if dropout else None,
           REMAT_POLICIES.get(cfg.remat))
       return out, None
     if cfg.scan_layers:
       scanned = nn.scan(
-          block,
-          variable_axes={"params": 0, "intermediates": 0},
+          unit,
+          variable_axes={"params": 0, "intermediates": 0, MOE_COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
-          length=self.n_layers,
+          length=groups,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      return scanned(cfg, name="layers", **kwargs)(x, mask, bias, positions, cache, deterministic)
-    new_caches = []
-    for i in range(self.n_layers):
-      layer_cache = None if cache is None else jax.tree.map(lambda a, i=i: a[i], cache)
-      x, layer_cache = block(cfg, name=f"layers_{i}", **kwargs)(
-          x, mask, bias, positions, layer_cache, deterministic)
-      new_caches.append(layer_cache)
-    if cache is None:
-      return x, None
-    return x, cache.replace(
-        k=jax.numpy.stack([c.k for c in new_caches]), v=jax.numpy.stack([c.v for c in new_caches]))
+      x, cache = scanned(cfg, name="layers", **kwargs)(x, mask, bias, positions, cache, deterministic)
+    else:
+      new_caches = []
+      for g in range(groups):
+        unit_cache = None if cache is None else jax.tree.map(lambda a, g=g: a[g], cache)
+        x, unit_cache = unit(cfg, name=f"layers_{g}", **kwargs)(
+            x, mask, bias, positions, unit_cache, deterministic)
+        new_caches.append(unit_cache)
+      if cache is not None:
+        cache = jax.tree.map(lambda *a: jax.numpy.stack(a), *new_caches)
+    return x, cache if every == 1 else _merge_layers(cache)
 
 
 def unstack_layers(tree):

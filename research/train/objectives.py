@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from research.layers import moe
+
 LossFn = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
 
 
@@ -33,10 +35,19 @@ class Objective:
 
 
 def apply_model(model, params, rng, deterministic: bool, **inputs):
-  """Runs the model; returns (logits, auxiliary loss to add, extra metrics)."""
+  """Runs the model; returns (logits, auxiliary loss to add, extra metrics).
+
+  Mixture-of-experts layers sow their weighted router losses and load metrics into the
+  "moe" collection; they are summed over layers here and added to every objective's loss.
+  """
   rngs = {"dropout": rng} if rng is not None else {}
-  logits = model.apply({"params": params}, deterministic=deterministic, rngs=rngs, **inputs)
-  return logits, jnp.zeros((), jnp.float32), {}
+  if not getattr(model.cfg, "moe_experts", 0):
+    logits = model.apply({"params": params}, deterministic=deterministic, rngs=rngs, **inputs)
+    return logits, jnp.zeros((), jnp.float32), {}
+  logits, state = model.apply({"params": params}, deterministic=deterministic, rngs=rngs,
+                              mutable=[moe.COLLECTION], **inputs)
+  aux, metrics = moe.collect_moe_metrics(state[moe.COLLECTION])
+  return logits, aux, metrics
 
 
 def token_cross_entropy(logits, targets, weights):
