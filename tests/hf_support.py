@@ -75,9 +75,11 @@ def assert_parity(reference, tmp_path, **overrides):
   return model, params
 
 
-def assert_round_trip(cfg, tmp_path, seed: int = 0):
+def assert_round_trip(cfg, tmp_path, seed: int = 0, **load_options):
   """Our random params -> research.hf.save -> transformers from_pretrained: equal logits;
-  and research.hf.load of the saved directory gives back bit-identical params."""
+  and research.hf.load of the saved directory gives back bit-identical params.
+
+  `load_options` go to from_pretrained (e.g. experts_implementation for Mixtral)."""
   from research.models import registry
 
   model = registry.build(cfg)
@@ -88,7 +90,8 @@ def assert_round_trip(cfg, tmp_path, seed: int = 0):
       lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape), x.dtype), params)
   path = research.hf.save(model, params, tmp_path / "ours")
   reference, info = transformers.AutoModelForCausalLM.from_pretrained(
-      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True,
+      **load_options)
   reference.eval()
   assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
   ids, mask, positions = padded_batch(cfg.vocab_size, seed=1)

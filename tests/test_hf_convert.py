@@ -25,7 +25,7 @@ _SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_l
 
 _PRESET_TYPES = {"gpt2": "gpt2", "llama": "llama", "yi": "llama", "mistral": "mistral",
                  "qwen2": "qwen2", "falcon": "falcon", "bloom": "bloom", "pythia": "gpt_neox",
-                 "gpt-neox": "gpt_neox"}
+                 "gpt-neox": "gpt_neox", "mixtral": "mixtral"}
 _ARCHITECTURE = ("vocab_size", "d_model", "n_layers", "n_heads", "num_kv_heads", "dim_per_head",
                  "ffn_hidden", "max_seq_len", "norm", "norm_eps", "norm_bias", "activation",
                  "position", "rope_theta", "rope_dims", "rope_scaling", "rope_scaling_factor",

@@ -169,9 +169,14 @@ def one_flag(cfg: ModelConfig, hf_flag: str, *fields: str) -> list[str]:
   return [f"{shown} (one HF flag, {hf_flag}, sets all of them)"]
 
 
-def decoder_mismatches(cfg: ModelConfig) -> list[str]:
-  """Choices that none of the supported HF decoder-only families expresses."""
+def decoder_mismatches(cfg: ModelConfig, moe: bool = False) -> list[str]:
+  """Choices that none of the supported HF decoder-only families expresses; `moe` says
+  whether the family's feed-forward layers are mixtures of experts (Mixtral) or dense."""
   reasons = mismatches(cfg, family="decoder", norm_placement="pre", has_final_norm=True)
+  if moe and not cfg.moe_experts:
+    reasons.append("moe_experts=0 (a dense model; this type has mixture-of-experts layers)")
+  if not moe and cfg.moe_experts:
+    reasons.append(f"moe_experts={cfg.moe_experts} (this type has dense feed-forward layers)")
   if activation_to_hf(cfg) is None:
     kind = "gated" if cfg.gated else "plain"
     reasons.append(f"activation={cfg.activation!r} (no {kind} HF activation name)")
