@@ -177,3 +177,27 @@ def test_pmap_step_equals_the_jit_step():
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   params = jax.tree.map(lambda x: x[0], jax.device_get(replicated.params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params, ref_params)
+
+
+def test_checkpoint_saved_on_one_mesh_restores_on_another(tmp_path):
+  from research import checkpoint
+
+  tx, _ = opt_lib.build(OPTIMIZER, 100)
+  saved_cfg = MeshConfig(data=8)
+  saved_plan = plan_training(MODEL, tx, saved_cfg, make_mesh(saved_cfg))
+  rng = np.random.default_rng(0)
+  state = TrainState.create(_initial_params(), tx, jax.random.key(1))
+  state = state.replace(opt_state=jax.tree.map(
+      lambda x: (x + rng.standard_normal(x.shape)).astype(x.dtype) if x.ndim else x, state.opt_state))
+  state = jax.device_put(state, saved_plan.state)
+  ckpt = checkpoint.Checkpointer(tmp_path, every=1, keep=1, keep_best=False, async_save=False)
+  ckpt.save(1, state, {"data": None})
+  ckpt.close()
+
+  new_cfg = MeshConfig(data=1, fsdp=2, tensor=4)
+  new_plan = plan_training(MODEL, tx, new_cfg, make_mesh(new_cfg))
+  restored, _ = checkpoint.Checkpointer(tmp_path, every=1, keep=1, keep_best=False).restore_latest(
+      new_plan.abstract)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+  q = restored.params["blocks"]["layers"]["attn"]["q"]["kernel"]
+  assert q.sharding.spec == P(None, "fsdp", "tensor", None) and q.sharding.mesh.shape["tensor"] == 4
