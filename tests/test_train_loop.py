@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from research import checkpoint
+from research import checkpoint, presets
 from research.train import __main__ as cli
 from research.train import loop
 from research.train.metrics_log import read_metrics
@@ -55,6 +55,19 @@ def test_end_to_end_run_directory(tmp_path):
                  "train.checkpoint_every=3", "train.sample_tokens=8")
   assert again["step"] == 6
   assert len([r for r in read_metrics(tmp_path) if "loss" in r]) == 2
+
+
+@pytest.mark.parametrize("preset", presets.names(include_smoke=False))
+def test_every_preset_smoke_variant_trains_two_steps(tmp_path, preset):
+  config = cli.parse(["--config", f"{preset}-smoke", "--workdir", str(tmp_path), *QUIET,
+                      "train.steps=2", "train.log_every=1", "train.eval_every=2", "train.eval_batches=1",
+                      "train.checkpoint_every=0", "train.tensorboard=false"])[0]
+  assert config.model == presets.get(f"{preset}-smoke")
+  summary = loop.train(config, tmp_path)
+  losses = [r["loss"] for r in read_metrics(tmp_path) if "loss" in r]
+  assert summary["step"] == 2 and len(losses) == 2 and np.isfinite(losses).all()
+  assert np.isfinite(summary["eval_loss"])
+  assert checkpoint.Checkpointer(tmp_path, every=0, keep=1, keep_best=False).steps() == [2]
 
 
 def test_resuming_with_a_different_config_names_the_fields(tmp_path):
