@@ -38,7 +38,8 @@ def test_end_to_end_run_directory(tmp_path):
   records = read_metrics(tmp_path)
   train_records = [r for r in records if "loss" in r]
   assert [r["step"] for r in train_records] == [3, 6]
-  assert {"loss", "grad_norm", "lr", "tokens_per_s", "mfu", "skipped_total", "accuracy"} <= set(train_records[0])
+  assert {"loss", "ppl", "grad_norm", "lr", "tokens_per_s", "mfu", "skipped_total", "accuracy"} <= set(train_records[0])
+  assert train_records[0]["ppl"] == pytest.approx(np.exp(train_records[0]["loss"]), rel=1e-6)
   assert [r["step"] for r in records if "eval_loss" in r] == [3, 6]
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
 

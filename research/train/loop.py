@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pathlib
 import shutil
 import time
@@ -173,7 +174,8 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
         values = {k: float(np.mean(v, axis=0)) if np.ndim(v[0]) == 0 else np.mean(v, axis=0)
                   for k, v in jax.tree.map(lambda *x: list(x), *jax.device_get(pending)).items()}
         tokens_per_s = tokens_per_step * len(pending) / elapsed
-        values.update(tokens_per_s=tokens_per_s, skipped_total=int(state.skipped),
+        values.update(ppl=math.exp(min(values["loss"], 50.0)), tokens_per_s=tokens_per_s,
+                      skipped_total=int(state.skipped),
                       mfu=tokens_per_s * flops_per_token / (peak * mesh.devices.size))
         values = writer.write(step, values)
         summary.update(step=step, loss=values["loss"], tokens_per_s=tokens_per_s, mfu=values["mfu"])

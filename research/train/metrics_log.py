@@ -82,8 +82,8 @@ def format_line(step: int, total: int, values: dict[str, Any]) -> str:
     if key in values and not (isinstance(values[key], float) and math.isnan(values[key])):
       v = int(values[key]) if fmt == "d" else values[key]
       parts.append(f"{key} {v:{fmt}}")
-  if "loss" in values:
-    parts.append(f"ppl {math.exp(min(values['loss'], 50)):.2f}")
+  if "ppl" in values:
+    parts.append(f"ppl {values['ppl']:.2f}")
   return " | ".join(parts)
 
 
