@@ -1,0 +1,1 @@
+"""Benchmarks, sweeps and reports built on the `research` library (thin entry points)."""
