@@ -52,7 +52,7 @@ def _save(fig, out_dir: pathlib.Path, stem: str) -> list[pathlib.Path]:
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
   with matplotlib.rc_context(_RC):
-    fig.savefig(paths[0], dpi=110, metadata={"Software": None})
+    fig.savefig(paths[0], dpi=90, metadata={"Software": None}, pil_kwargs={"optimize": True})
     fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
   return paths
 
@@ -184,8 +184,8 @@ def loss_vs_length(rows, sweep_dir, out_dir) -> list[pathlib.Path]:
     best = min(finals)
     ax.set_ylim(best - 0.1, min(max(finals), best + 2.5) + 0.1)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  ax.set_title(_title(rows, "eval loss vs length") + " (mean, min..max over seeds)")
+  ax.legend(fontsize=7, title="mean; band: min..max over seeds", title_fontsize=7)
+  ax.set_title(_title(rows, "eval loss vs evaluation length"), fontsize=9)
   return _save(fig, out_dir, "loss_vs_length")
 
 
