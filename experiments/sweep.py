@@ -15,10 +15,10 @@ import sys
 
 from experiments import sweeps
 from research.config import overrides as overrides_lib
-from research.sweeps import SIZES, SweepError, check, report, runner
+from research.sweeps import SIZES, Sweep, SweepError, check, report, runner
 
 
-def parse(argv=None) -> tuple[argparse.Namespace, "sweeps.Sweep"]:
+def parse(argv=None) -> tuple[argparse.Namespace, Sweep]:
   parser = argparse.ArgumentParser(
       prog="python -m experiments.sweep", description="Run a named sweep.",
       epilog="sweeps:\n  " + "\n  ".join(sweeps.describe()),
