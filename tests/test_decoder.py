@@ -130,3 +130,18 @@ def test_every_parameter_has_logical_axes():
   for spec, shape in zip(jax.tree.leaves(axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)),
                          jax.tree.leaves(shapes)):
     assert len(spec) == len(shape.shape) and all(name is not None for name in spec), spec
+
+
+def test_embed_scale_multiplies_token_embeddings_by_sqrt_d_model():
+  from research.models.decoder import Embedder
+
+  cfg = tiny(position="sinusoidal")
+  params = registry.init_params(cfg, jax.random.key(0))["embed"]
+  ids = random_ids((1, 6))
+  positions = jnp.arange(6)[None]
+  plain = Embedder(cfg).apply({"params": params}, ids, positions)
+  scaled = Embedder(cfg.replace(embed_scale=True)).apply({"params": params}, ids, positions)
+  from research.layers import positions as pos_lib
+
+  pe = pos_lib.sinusoidal(positions, cfg.d_model)
+  np.testing.assert_allclose(scaled - pe, (plain - pe) * cfg.d_model ** 0.5, rtol=1e-5, atol=1e-6)

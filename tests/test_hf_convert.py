@@ -149,6 +149,8 @@ def test_config_no_family_expresses_names_each_reason():
   for model_type in research.hf.supported():
     assert f"  {model_type}: " in str(error.value)
   assert "norm_placement='post'" in str(error.value)
+  with pytest.raises(research.hf.ConversionError, match="embed_scale=True"):
+    research.hf.config_to_hf(presets.get("llama2-7b-smoke", embed_scale=True))
 
 
 def test_config_of_a_named_type_must_express_the_config():

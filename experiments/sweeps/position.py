@@ -4,6 +4,8 @@ Press et al. (2021, "Train Short, Test Long", ALiBi) find that sinusoidal positi
 past the training length, rotary and T5's bias extrapolate a little, and ALiBi's linear
 biases keep the loss flat (or improving) far past it. A learned table has no entry past its
 length, so it is trained and evaluated at 1x only; the report marks the rest as not measurable.
+Sinusoidal positions come with the sqrt(d_model) embedding scale they were proposed with
+(`model.embed_scale`, Vaswani et al. 2017, section 3.4); without it they drown the tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ def get_sweep(size: str) -> Sweep:
   return Sweep(
       name=NAME, size=size, base=base(size),
       points=hyper.product([
-          hyper.sweep("model.position", ["learned", "sinusoidal", "rope", "alibi", "t5", "none"]),
+          hyper.named("position", {
+              name: {"model.position": name, **({"model.embed_scale": True} if name == "sinusoidal" else {})}
+              for name in ("learned", "sinusoidal", "rope", "alibi", "t5", "none")}),
           hyper.seeds(SEEDS[size]),
       ]),
       measures=(Measure("eval_at_lengths", {

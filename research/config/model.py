@@ -63,6 +63,9 @@ class ModelConfig:
   final_norm: bool | None = None
   # BLOOM normalises the token embeddings before the first block.
   embed_norm: bool = False
+  # Token embeddings times sqrt(d_model) (Vaswani et al. 2017, section 3.4), so that added
+  # sinusoidal positions of amplitude 1 do not drown embeddings initialised at init_std.
+  embed_scale: bool = False
   # DeepNet's residual scale alpha and init gain beta; None: the paper's formula.
   deepnorm_alpha: float | None = None
   deepnorm_beta: float | None = None

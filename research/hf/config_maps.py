@@ -172,7 +172,8 @@ def one_flag(cfg: ModelConfig, hf_flag: str, *fields: str) -> list[str]:
 def decoder_mismatches(cfg: ModelConfig, moe: bool = False) -> list[str]:
   """Choices that none of the supported HF decoder-only families expresses; `moe` says
   whether the family's feed-forward layers are mixtures of experts (Mixtral) or dense."""
-  reasons = mismatches(cfg, family="decoder", norm_placement="pre", has_final_norm=True)
+  reasons = mismatches(cfg, family="decoder", norm_placement="pre", has_final_norm=True,
+                       embed_scale=False)
   if moe and not cfg.moe_experts:
     reasons.append("moe_experts=0 (a dense model; this type has mixture-of-experts layers)")
   if not moe and cfg.moe_experts:

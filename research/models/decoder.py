@@ -41,6 +41,8 @@ class Embedder(nn.Module):
   def __call__(self, ids_BT, positions_BT, deterministic=True):
     cfg = self.cfg
     x = self.tokens(ids_BT)
+    if cfg.embed_scale:
+      x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
     if cfg.position == "learned":
       x = x + self.positions(positions_BT).astype(x.dtype)
     elif cfg.position == "sinusoidal":
