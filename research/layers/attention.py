@@ -61,7 +61,7 @@ class Attention(nn.Module):
       k_all, v_all = k_new, v_new
 
     rate = 0.0 if deterministic else cfg.attn_dropout
-    out_BTNH, probs = attention_backends.get(cfg.attention_impl)(
+    out_BTNH, probs = attention_backends.for_config(cfg)(
         q, k_all, v_all, mask, bias,
         scale=cfg.attn_scale if cfg.attn_scale is not None else h ** -0.5,
         dropout_rate=rate,
