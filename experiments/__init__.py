@@ -1,0 +1,1 @@
+"""Experiments and benchmarks built on the `research` library (entry points stay thin)."""
