@@ -159,8 +159,7 @@ def get(name: str) -> Backend:
 
 def for_config(cfg) -> Backend:
   """The backend `cfg.attention_impl` names, with its options (block sizes) from `cfg`."""
-  entry = REGISTRY[cfg.attention_impl] if cfg.attention_impl in REGISTRY else None
-  if entry is None:
-    get(cfg.attention_impl)  # raises, naming the choices
+  get(cfg.attention_impl)  # raises for an unknown name, listing the choices
+  entry = REGISTRY[cfg.attention_impl]
   options = {opt: getattr(cfg, field) for opt, field in entry.options}
   return functools.partial(entry.fn, **options) if options else entry.fn
