@@ -1,1 +1,1 @@
-"""Benchmarks, sweeps and reports built on the `research` library (thin entry points)."""
+"""Experiments and benchmarks built on the `research` library (entry points stay thin)."""

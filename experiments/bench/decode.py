@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.bench.common import median_times
-from experiments.bench.models import LLAMA, Spec, build_pair
+from experiments.bench._common import median_times
+from experiments.bench._models import LLAMA, Spec, build_pair
 from research.inference.generate import generate
 from research.inference.sampling import SamplingConfig
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.bench.common import median_times
-from experiments.bench.models import GPT2, LLAMA, Spec, build_pair
+from experiments.bench._common import median_times
+from experiments.bench._models import GPT2, LLAMA, Spec, build_pair
 from research import hardware
 from research.config.optim import OptimizerConfig
 from research.config.train import TrainConfig

@@ -23,7 +23,7 @@ ACTIVATIONS = (
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 ROPE_SCALINGS = ("none", "linear", "llama3")
-ATTENTION_IMPLS = ("xla",)
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "pallas_gpu", "pallas_tpu", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
 # Order in which assignments claim expert slots when capacity is short (research.layers.routing).
@@ -91,7 +91,11 @@ class ModelConfig:
   # None: 1/sqrt(head_dim). T5 folds the scale into its init and uses 1.0.
   attn_scale: float | None = None
   sliding_window: int | None = None
+  # research/layers/attention_backends.py: xla, chunked (flash, O(L) memory), cudnn,
+  # pallas_gpu, pallas_tpu, auto. Block sizes are the query/key tiles of chunked and Pallas.
   attention_impl: str = "xla"
+  attention_block_q: int = 512
+  attention_block_k: int = 512
 
   # Block layout.
   mlp_bias: bool = False
@@ -143,7 +147,8 @@ class ModelConfig:
     own = type(self).__name__
     validate.choice(own, "family", self.family, FAMILIES)
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len",
-                 "ffn_multiple_of", "rel_buckets", "rel_max_distance"):
+                 "ffn_multiple_of", "rel_buckets", "rel_max_distance", "attention_block_q",
+                 "attention_block_k"):
       validate.positive(own, name, getattr(self, name))
     validate.choice(own, "norm", self.norm, NORMS)
     validate.positive(own, "norm_eps", self.norm_eps)

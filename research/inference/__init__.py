@@ -1,1 +1,1 @@
-"""Sampling and cached generation."""
+"""Sampling, cached generation, the paged-cache serving engine, text completion."""

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.inference.sampling import SamplingConfig, sample
+from research.inference.sampling import (SamplingConfig, mark_seen, row_keys, sample, seen_tokens,
+                                         step_keys)
 from research.layers.kv_cache import KVCache
 
 
@@ -31,8 +32,12 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndar
 
 
 def generate(model, params, input_ids, attention_mask=None, sampling: SamplingConfig | None = None,
-             rng: jax.Array | None = None) -> jax.Array:
-  """int32[B, max_new_tokens] continuations; positions after a stop token hold pad_id."""
+             rng: jax.Array | None = None, seeds: Sequence[int] | None = None) -> jax.Array:
+  """int32[B, max_new_tokens] continuations; positions after a stop token hold pad_id.
+
+  `seeds` gives each row its own seed (see research.inference.sampling); `rng` replaces
+  key(sampling.seed) as the key the rows' keys are folded from.
+  """
   sampling = sampling or SamplingConfig()
   cfg = model.cfg
   input_ids = jnp.asarray(input_ids, jnp.int32)
@@ -43,8 +48,12 @@ def generate(model, params, input_ids, attention_mask=None, sampling: SamplingCo
     raise ValueError(
         f"prompt ({input_ids.shape[1]}) + max_new_tokens ({sampling.max_new_tokens}) = {total} "
         f"exceeds the learned position table (max_seq_len={cfg.max_seq_len})")
-  rng = jax.random.key(sampling.seed) if rng is None else rng
-  return _compiled(model, sampling)(params, input_ids, jnp.asarray(attention_mask, jnp.int32), rng)
+  batch = input_ids.shape[0]
+  if rng is not None:
+    keys = jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(batch))
+  else:
+    keys = row_keys(sampling, batch, seeds)
+  return _compiled(model, sampling)(params, input_ids, jnp.asarray(attention_mask, jnp.int32), keys)
 
 
 @functools.lru_cache(maxsize=32)
@@ -52,24 +61,26 @@ def _compiled(model, sampling: SamplingConfig):
   cfg = model.cfg
   stop = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
 
-  def run(params, input_ids, attention_mask, rng):
+  def run(params, input_ids, attention_mask, keys):
     batch, prompt_len = input_ids.shape
     cache = KVCache.init(cfg, batch, prompt_len + sampling.max_new_tokens)
     logits, cache = model.apply(
         {"params": params}, input_ids=input_ids, attention_mask=attention_mask, cache=cache)
-    rng, first_key = jax.random.split(rng)
-    token = sample(logits[:, -1], first_key, sampling)
+    seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if sampling.tracks_tokens else None
+    token = sample(logits[:, -1], step_keys(keys, 0), sampling, seen)
     done = jnp.isin(token, stop)
 
-    def step(carry, key):
-      token, cache, done = carry
+    def step(carry, t):
+      token, cache, done, seen = carry
+      if seen is not None:
+        seen = mark_seen(seen, token)
       logits, cache = model.apply({"params": params}, input_ids=token[:, None], cache=cache)
-      new = sample(logits[:, 0], key, sampling)
+      new = sample(logits[:, 0], step_keys(keys, t), sampling, seen)
       new = jnp.where(done, sampling.pad_id, new)
-      return (new, cache, done | jnp.isin(new, stop)), new
+      return (new, cache, done | jnp.isin(new, stop), seen), new
 
-    keys = jax.random.split(rng, sampling.max_new_tokens - 1)
-    _, rest = jax.lax.scan(step, (token, cache, done), keys)
+    steps = jnp.arange(1, sampling.max_new_tokens)
+    _, rest = jax.lax.scan(step, (token, cache, done, seen), steps)
     return jnp.concatenate([token[:, None], rest.T], axis=1)
 
   return jax.jit(run)

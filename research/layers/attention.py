@@ -15,6 +15,7 @@ from research.layers import attention_backends, init, linear
 from research.layers import positions as pos_lib
 from research.layers.kv_cache import LayerCache
 from research.layers.masks import AttentionBias, AttentionMask
+from research.layers.paged_kv_cache import PagedLayerCache
 
 
 class Attention(nn.Module):
@@ -31,10 +32,10 @@ class Attention(nn.Module):
       mask: AttentionMask,
       bias: AttentionBias | None,
       positions_BT: jax.Array,
-      cache: LayerCache | None = None,
+      cache: LayerCache | PagedLayerCache | None = None,
       deterministic: bool = True,
       kv_BSD: jax.Array | None = None,
-  ) -> tuple[jax.Array, LayerCache | None]:
+  ) -> tuple[jax.Array, LayerCache | PagedLayerCache | None]:
     cfg = self.cfg
     d, n, k, h = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -55,18 +56,19 @@ class Attention(nn.Module):
       q = pos_lib.apply_rope(q, positions_BT, inv_freq)
       k_new = pos_lib.apply_rope(k_new, positions_BT, inv_freq)
 
-    if cache is not None:
-      cache, k_all, v_all = cache.update(k_new, v_new)
-    else:
-      k_all, v_all = k_new, v_new
-
     rate = 0.0 if deterministic else cfg.attn_dropout
-    out_BTNH, probs = attention_backends.get(cfg.attention_impl)(
-        q, k_all, v_all, mask, bias,
+    backend = attention_backends.for_config(cfg)
+    options = dict(
         scale=cfg.attn_scale if cfg.attn_scale is not None else h ** -0.5,
         dropout_rate=rate,
         dropout_rng=self.make_rng("dropout") if rate > 0.0 else None,
     )
+    if cache is not None:
+      # Contiguous or paged (research.layers.kv_cache / paged_kv_cache): the cache writes
+      # this step's keys/values and attends over everything written so far.
+      cache, out_BTNH, probs = cache.attend(q, k_new, v_new, mask, bias, backend, **options)
+    else:
+      out_BTNH, probs = backend(q, k_new, v_new, mask, bias, **options)
     if probs is not None:
       self.sow("intermediates", "attention_probs", probs)
     out = linear.Linear(

@@ -38,6 +38,16 @@ class LayerCache:
     v = _write(self.v, v_BTKH, self.write_index)
     return self.replace(k=k, v=v), k, v
 
+  def attend(self, q_BTNH, k_BTKH, v_BTKH, mask: AttentionMask, bias, backend, **kwargs):
+    """(new cache, out_BTNH, probs) of this step's queries over every slot, via `backend`.
+
+    The paged cache (research.layers.paged_kv_cache) has the same method, so attention
+    does not care which cache it holds.
+    """
+    cache, k, v = self.update(k_BTKH, v_BTKH)
+    out, probs = backend(q_BTNH, k, v, mask, bias, **kwargs)
+    return cache, out, probs
+
 
 @flax.struct.dataclass
 class KVCache:

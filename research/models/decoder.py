@@ -78,7 +78,7 @@ class CausalLM(nn.Module):
       index = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
       mask = masks.AttentionMask(
           q_index=index, k_index=index, q_segment=segment, k_segment=segment,
-          causal=True, window=cfg.sliding_window)
+          causal=True, window=cfg.sliding_window, aligned=True)
       k_positions = positions
       layer_cache = None
     else:

@@ -1,9 +1,7 @@
-"""Shared pieces of the benchmarks: timing, the machine's description, tables and JSON."""
+"""Shared pieces of the benchmarks: alternating timing, the machine's description, tables."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import pathlib
 import platform
@@ -15,7 +13,7 @@ from collections.abc import Callable
 def median_times(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, float]:
   """Median seconds per call of each function, calling them in turn `reps` times.
 
-  Each function must block until its work is done (jax.block_until_ready, torch on CPU is
+  Each function must block until its work is done (jax.block_until_ready; torch on CPU is
   synchronous). Alternating keeps slow drifts of the machine's load out of the ratios.
   """
   for fn in fns.values():
@@ -30,15 +28,15 @@ def median_times(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 
   return {name: statistics.median(t) for name, t in times.items()}
 
 
-def machine() -> dict[str, object]:
+def machine() -> dict:
+  """What the numbers were measured on, including how loaded the machine was."""
   import jax
 
-  info = {
-      "date": datetime.date.today().isoformat(),
-      "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-      "jax": jax.__version__, "backend": jax.default_backend(),
-      "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-  }
+  device = jax.devices()[0]
+  info = {"platform": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+          "devices": jax.device_count(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
+          "python": platform.python_version(), "jax": jax.__version__, "host": platform.node(),
+          "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
   try:
     import torch
     import transformers
@@ -60,26 +58,12 @@ def _cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def _cell(value) -> str:
-  if isinstance(value, float):
-    return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
-  return str(value)
-
-
 def table(rows: list[dict]) -> str:
-  """A Markdown table of `rows` (the union of their keys, in first-seen order)."""
-  columns = list(dict.fromkeys(k for row in rows for k in row))
+  """A Markdown table of rows (columns in first-seen order)."""
+  columns: list[str] = []
+  for row in rows:
+    columns += [k for k in row if k not in columns]
+  cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+  lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
   return "\n".join(lines)
-
-
-def write(out_dir: str | os.PathLike, name: str, size: str, rows: list[dict]) -> pathlib.Path:
-  out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  path = out / f"{name}-{size}.json"
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps({"benchmark": name, "size": size, "machine": machine(), "rows": rows},
-                            indent=2) + "\n")
-  tmp.replace(path)
-  return path
