@@ -130,8 +130,9 @@ class ModelConfig:
 
   # ---- Encoder-only family (family="encoder", research/models/encoder.py): BERT, RoBERTa,
   # ALBERT. Other families must leave these at their defaults.
-  # Width E of the token, position and type embeddings, projected to d_model when it differs:
-  # ALBERT's factorised embedding, V x E then E x H (Lan et al. 2020, section 3.1). None: d_model.
+  # Set: the token, position and type embeddings are E = embed_dim wide and a dense layer maps
+  # them to d_model: ALBERT's factorised embedding, V x E then E x H (Lan et al. 2020, section
+  # 3.1). None: embeddings are d_model wide, no projection.
   embed_dim: int | None = None
   # Token type (segment) embeddings: 2 for BERT's and ALBERT's sentence pairs, 1 for RoBERTa.
   type_vocab_size: int = 0
@@ -149,6 +150,9 @@ class ModelConfig:
   num_labels: int = 2
   # Token classification scored by a linear-chain CRF (research/layers/crf.py) on its emissions.
   crf: bool = False
+  # Dropout before the sop, classification and token_classification layers; None: resid_dropout
+  # (transformers' classifier_dropout / ALBERT's classifier_dropout_prob).
+  head_dropout: float | None = None
 
   embed_dropout: float = 0.0
   attn_dropout: float = 0.0
@@ -253,6 +257,8 @@ class ModelConfig:
       validate.positive(own, "embed_dim", self.embed_dim)
     validate.positive(own, "type_vocab_size", self.type_vocab_size, allow_zero=True)
     validate.positive(own, "num_labels", self.num_labels)
+    if self.head_dropout is not None:
+      validate.in_range(own, "head_dropout", self.head_dropout, 0.0, 1.0 - 1e-6)
     validate.choice(own, "albert_sharing", self.albert_sharing, ALBERT_SHARING)
     for head in self.encoder_heads:
       validate.choice(own, "encoder_heads", head, ENCODER_HEADS)
@@ -383,7 +389,7 @@ class ModelConfig:
     d, e, v = self.d_model, self.embedding_width, self.vocab_size
     if self.family != "encoder":
       return d * v
-    total = (e * d if e != d else 0) + (d * d if self.pooler else 0)
+    total = (e * d if self.embed_dim is not None else 0) + (d * d if self.pooler else 0)
     if "mlm" in self.encoder_heads:
       total += d * e + e * v
     return total
@@ -414,4 +420,4 @@ class ModelConfig:
 
 # The encoder-only block of fields above; other families must leave them at their defaults.
 _ENCODER_FIELDS = ("embed_dim", "type_vocab_size", "position_padding_idx", "albert_sharing",
-                   "pooler", "encoder_heads", "num_labels", "crf")
+                   "pooler", "encoder_heads", "num_labels", "crf", "head_dropout")

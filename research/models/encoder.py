@@ -57,7 +57,7 @@ class EncoderEmbedder(nn.Module):
           axes=("token_types", "embed"), dtype=jnp.dtype(cfg.dtype), param_dtype=pdtype)
     if cfg.embed_norm:
       self.norm = norms.make_norm(cfg, "norm")
-    if e != cfg.d_model:
+    if cfg.embed_dim is not None:
       # ALBERT's embedding_hidden_mapping_in: the factorised embedding's E x H half.
       self.project = linear.Linear(
           (e,), (cfg.d_model,), ("factor_embed", "embed"), use_bias=True,
@@ -76,7 +76,7 @@ class EncoderEmbedder(nn.Module):
     if cfg.embed_norm:
       x = self.norm(x)
     x = self.dropout(x, deterministic=deterministic)
-    if cfg.embedding_width != cfg.d_model:
+    if cfg.embed_dim is not None:
       x = self.project(x)
     return x
 
@@ -141,17 +141,20 @@ class Encoder(nn.Module):
       out["pooled"] = heads.Pooler(cfg, name="pooler")(x_BTD)
     # BERT's released code classifies the pooled [CLS] vector; without a pooler, the raw one.
     sequence = out.get("pooled", x_BTD[:, 0])
+    dropout = cfg.resid_dropout if cfg.head_dropout is None else cfg.head_dropout
     for head in cfg.encoder_heads:
       if head == "mlm":
         out[head] = heads.MLMHead(cfg, name=head)(x_BTD, embedder)
       elif head in SEQUENCE_HEADS:
         classes = cfg.num_labels if head == "classification" else 2
-        out[head] = heads.Classifier(cfg, classes, name=head)(sequence, deterministic)
+        # As transformers: BERT's NSP layer reads the pooled vector without dropout.
+        rate = 0.0 if head == "nsp" else dropout
+        out[head] = heads.Classifier(cfg, classes, rate, name=head)(sequence, deterministic)
       elif head == "token_classification":
-        out[head] = heads.Classifier(cfg, cfg.num_labels, name=head)(x_BTD, deterministic)
+        out[head] = heads.Classifier(cfg, cfg.num_labels, dropout, name=head)(x_BTD, deterministic)
         if cfg.crf:
           out["crf"] = crf_lib.CRF(cfg.num_labels, jnp.dtype(cfg.param_dtype), name="crf")()
       elif head == "extractive_qa":
-        scores = heads.Classifier(cfg, 2, name=head)(x_BTD, deterministic)
+        scores = heads.Classifier(cfg, 2, 0.0, name=head)(x_BTD, deterministic)
         out[head] = {"start": scores[..., 0], "end": scores[..., 1]}
     return out

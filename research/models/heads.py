@@ -69,11 +69,12 @@ class Classifier(nn.Module):
 
   cfg: object  # ModelConfig
   classes: int
+  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     cfg = self.cfg
-    x = nn.Dropout(cfg.resid_dropout)(x, deterministic=deterministic)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     out = linear.Linear((cfg.d_model,), (self.classes,), ("embed", "labels"), use_bias=True,
                         kernel_init=linear.normal(cfg.init_std), dtype=jnp.dtype(cfg.dtype),
                         param_dtype=jnp.dtype(cfg.param_dtype), name="dense")(x)
