@@ -12,7 +12,8 @@ an instance:
 - "sop": in half the rows A and B are swapped, label 1 (0 is the original order,
   transformers' sentence_order_label);
 - the pair is truncated to seq_len - 3 tokens, taking tokens from the longer side: from the
-  front of A and the end of B, so the A|B junction the label is about stays intact;
+  front of the first segment and the end of the second (in text order, before SOP's swap),
+  so the junction the label is about stays intact;
 - the row is [CLS] A [SEP] B [SEP], token types 0 up to the first [SEP] and 1 after it.
 
 Everything depends on the anchor, the seed and the epoch only, so a row is the same whichever
@@ -101,10 +102,11 @@ def make_pair(split: TokenizedSplit, anchor: int, seq_len: int, spec: PairSpec,
     r = r + len(chunk) if r >= start else r
     b = np.concatenate(_gather(split, r, budget - len(a), spec))
     label = 1
-  elif spec.mode == "sop" and rng.random() < 0.5:
+  # Truncated in text order, so the junction stays whole even when SOP swaps the two.
+  a, b = _truncate(a, b, budget)
+  if spec.mode == "sop" and rng.random() < 0.5:
     a, b = b, a
     label = 1
-  a, b = _truncate(a, b, budget)
   return a, b, label
 
 

@@ -47,11 +47,11 @@ _STREAM = 0x4D4C4D
 class Vocabulary:
   """Per-id facts about a tokenizer's vocabulary that masking needs."""
 
-  special: np.ndarray  # bool[V]: never selected, never a random replacement
+  special: np.ndarray  # bool[V]: never selected, never a replacement
   marker: np.ndarray | None  # bool[V]: WordPiece "##" continuation pieces (None: not WordPiece)
   first_alnum: np.ndarray  # bool[V]: the token's text starts with a letter or digit
   last_alnum: np.ndarray  # bool[V]
-  replacements: np.ndarray  # int32: the ids random replacement draws from
+  replacements: np.ndarray  # int32: the ids a replacement may be (not special, not [UNK])
   mask_id: int
 
   def continues(self, ids_BT: np.ndarray) -> np.ndarray:
@@ -93,7 +93,10 @@ def _build_vocabulary(tokenizer: Tokenizer) -> Vocabulary:
   backend = getattr(tokenizer, "backend", None)
   if backend is not None and json.loads(backend.to_str())["model"]["type"] == "WordPiece":
     marker = np.array([(backend.id_to_token(i) or "").startswith("##") for i in range(size)])
-  pool = np.flatnonzero(~special).astype(np.int32)
+  ordinary = ~special
+  if tokenizer.unk_id is not None:
+    ordinary[tokenizer.unk_id] = False
+  pool = np.flatnonzero(ordinary).astype(np.int32)
   return Vocabulary(special, marker, first, last, pool, tokenizer.mask_id)
 
 
@@ -184,7 +187,9 @@ def similar_tokens(tokenizer: Tokenizer, cfg: MaskingConfig) -> np.ndarray:
       _SIMILAR[key] = _table_neighbours(tokenizer, pathlib.Path(cfg.similar_table), vocab,
                                         cfg.similar_top_k)
     else:
-      _SIMILAR[key] = embedding_neighbours(np.load(cfg.similar_embeddings), vocab.special,
+      excluded = np.ones(len(vocab.special), bool)
+      excluded[vocab.replacements] = False
+      _SIMILAR[key] = embedding_neighbours(np.load(cfg.similar_embeddings), excluded,
                                            cfg.similar_top_k)
   return _SIMILAR[key]
 
@@ -200,8 +205,9 @@ def _table_neighbours(tokenizer: Tokenizer, path: pathlib.Path, vocab: Vocabular
   used = skipped = 0
   for word, others in table.items():
     i = single(word)
-    ids = [j for j in (single(o) for o in others) if j is not None and j != i
-           and not vocab.special[j]]
+    allowed = np.zeros(len(vocab.special), bool)
+    allowed[vocab.replacements] = True
+    ids = [j for j in (single(o) for o in others) if j is not None and j != i and allowed[j]]
     if i is None or vocab.special[i] or not ids:
       skipped += 1
       continue
@@ -217,8 +223,8 @@ def _table_neighbours(tokenizer: Tokenizer, path: pathlib.Path, vocab: Vocabular
 
 def embedding_neighbours(embeddings: np.ndarray, special: np.ndarray, k: int,
                          chunk: int = 2048) -> np.ndarray:
-  """int32[V, k]: the k nearest non-special ids of each id by cosine similarity (never itself;
-  special ids get none)."""
+  """int32[V, k]: each id's k nearest ids by cosine similarity, never itself nor a `special`
+  one (special ids get none)."""
   size = len(special)
   if embeddings.ndim != 2 or embeddings.shape[0] < size:
     raise ValueError(f"MaskingConfig.similar_embeddings: expected a [vocab >= {size}, dim] "
