@@ -203,3 +203,41 @@ def test_presets_train_with_their_objective_from_the_cli(name, objective, tmp_pa
   summary = loop.train(config, tmp_path)
   assert summary["step"] == 3 and np.isfinite(summary["loss"]) and np.isfinite(summary["eval_loss"])
   assert not (tmp_path / "samples.txt").exists()  # an encoder does not sample text
+
+
+def test_sharded_training_equals_one_device():
+  """MLM + SOP on an ALBERT-style model (factorised embedding, shared layers, token types) over
+  data x fsdp x tensor = 2 x 2 x 2 follows the single-device trajectory: every new logical name
+  (token_types, factor_embed, labels) has a rule."""
+  from jax.sharding import PartitionSpec as P
+
+  from research.config.mesh import MeshConfig
+  from research.sharding.mesh import make_mesh
+  from research.sharding.plan import plan_training
+
+  cfg = ModelConfig(**MODEL, embed_dim=16, albert_sharing="all", encoder_heads=("mlm", "sop"))
+  batch = _mlm_prepare("mlm_sop")(_pairs("sop")(np.random.default_rng(0), 16), 0)
+  params = jax.device_get(registry.init_params(cfg, jax.random.key(0)))
+  tx, schedule = opt_lib.build(OptimizerConfig(name="sgd", lr=0.5, momentum=0.9, warmup_steps=0), 10)
+  results = []
+  for mesh_cfg, devices in ((MeshConfig(data=1), jax.devices()[:1]),
+                            (MeshConfig(data=2, fsdp=2, tensor=2), jax.devices()[:8])):
+    plan = plan_training(cfg, tx, mesh_cfg, make_mesh(mesh_cfg, devices))
+    state = jax.device_put(TrainState.create(params, tx, jax.random.key(1)), plan.state)
+    step = make_train_step(registry.build(cfg), objectives.get("mlm_sop").loss, tx, schedule,
+                           TrainConfig(), grad_shardings=plan.grads)
+    with plan.scope():
+      step = jax.jit(step, in_shardings=(plan.state, plan.batch), out_shardings=(plan.state, None))
+      losses = []
+      for _ in range(3):
+        state, metrics = step(state, {k: jax.device_put(v, plan.batch) for k, v in batch.items()})
+        losses.append(float(metrics["loss"]))
+    results.append((losses, jax.device_get(state.params)))
+  specs = jax.tree.map(lambda sh: sh.spec, plan.state.params)
+  assert specs["embed"]["token_types"]["embedding"] == P(None, "fsdp")
+  assert specs["embed"]["tokens"]["embedding"] == P("tensor", "fsdp")
+  assert specs["blocks"]["shared"]["attn"]["q"]["kernel"] == P("fsdp", "tensor", None)
+  (ref_losses, ref), (losses, sharded) = results
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  assert ref_losses[-1] < ref_losses[0]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, ref)
