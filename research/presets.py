@@ -58,7 +58,10 @@ def smoke(cfg: ModelConfig) -> ModelConfig:
   else:
     kv = 2
   experts = min(cfg.moe_experts, 8)
+  # A factorised embedding (ALBERT) stays factorised: narrower than the smoke width.
+  embed_dim = None if cfg.embed_dim is None else 32
   return cfg.replace(
+      embed_dim=embed_dim,
       vocab_size=256, d_model=64, n_layers=max(2, cfg.moe_every if experts else 1),
       n_heads=n_heads, n_kv_heads=kv, head_dim=None,
       d_ff=None, ffn_multiple_of=1, max_seq_len=256,
@@ -273,3 +276,43 @@ def pythia_1b() -> ModelConfig:
 @register("gpt-neox-20b")
 def gpt_neox_20b() -> ModelConfig:
   return ModelConfig(**{**_NEOX, "vocab_size": 50432}, d_model=6144, n_layers=44, n_heads=64)
+
+
+# ------------------------------------------------------------------- Encoder-only family
+# Counted as transformers' base models (BertModel, RobertaModel, AlbertModel: embeddings,
+# encoder and pooler); the pretraining and fine-tuning heads are chosen with the objective
+# (research.config.registry sets `encoder_heads` for PRETRAINING_OBJECTIVES[name]).
+
+_BERT = dict(
+    family="encoder", vocab_size=30522, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+    max_seq_len=512, norm="layernorm", norm_bias=True, norm_eps=1e-12, norm_placement="post",
+    embed_norm=True, activation="gelu", position="learned", qkv_bias=True, out_bias=True,
+    mlp_bias=True, tie_embeddings=True, type_vocab_size=2, pooler=True,
+    embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1,
+)
+
+# The objective `python -m research.train --config NAME` pretrains each encoder preset with.
+PRETRAINING_OBJECTIVES = {"bert-base": "mlm_nsp", "roberta-base": "mlm", "albert-base": "mlm_sop"}
+
+
+@register("bert-base")
+def bert_base() -> ModelConfig:
+  # Devlin et al. (2019), BERT-base: bert-base-uncased's config.json.
+  return ModelConfig(**_BERT)
+
+
+@register("roberta-base")
+def roberta_base() -> ModelConfig:
+  # Liu et al. (2019): BERT-base with a 50K byte-level BPE vocabulary, one token type, and
+  # position ids offset past the padding index 1 (514 position rows for 512 tokens).
+  return ModelConfig(**{**_BERT, "vocab_size": 50265, "max_seq_len": 514, "norm_eps": 1e-5,
+                        "type_vocab_size": 1}, position_padding_idx=1)
+
+
+@register("albert-base")
+def albert_base() -> ModelConfig:
+  # Lan et al. (2020), ALBERT-base (albert-base-v2's config.json): a 128-wide embedding projected
+  # to 768, one layer shared by all 12, tanh-GELU, no dropout.
+  return ModelConfig(**{**_BERT, "vocab_size": 30000, "activation": "gelu_tanh",
+                        "embed_dropout": 0.0, "attn_dropout": 0.0, "resid_dropout": 0.0},
+                     embed_dim=128, albert_sharing="all")

@@ -25,7 +25,8 @@ _SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_l
 
 _PRESET_TYPES = {"gpt2": "gpt2", "llama": "llama", "yi": "llama", "mistral": "mistral",
                  "qwen2": "qwen2", "falcon": "falcon", "bloom": "bloom", "pythia": "gpt_neox",
-                 "gpt-neox": "gpt_neox", "mixtral": "mixtral"}
+                 "gpt-neox": "gpt_neox", "mixtral": "mixtral",
+                 "bert": "bert", "roberta": "roberta", "albert": "albert"}
 _ARCHITECTURE = ("vocab_size", "d_model", "n_layers", "n_heads", "num_kv_heads", "dim_per_head",
                  "ffn_hidden", "max_seq_len", "norm", "norm_eps", "norm_bias", "activation",
                  "position", "rope_theta", "rope_dims", "rope_scaling", "rope_scaling_factor",
@@ -40,9 +41,16 @@ def test_preset_as_transformers_model_has_our_parameter_count(name):
   assert hf_config["model_type"] == next(t for p, t in _PRESET_TYPES.items() if name.startswith(p))
   back = research.hf.config_from_hf(hf_config)
   assert [getattr(back, f) for f in _ARCHITECTURE] == [getattr(cfg, f) for f in _ARCHITECTURE]
+  if cfg.family == "encoder":
+    fields = ("type_vocab_size", "position_padding_idx", "embed_dim", "albert_sharing", "pooler",
+              "encoder_heads")
+    assert [getattr(back, f) for f in fields] == [getattr(cfg, f) for f in fields]
   config = transformers.AutoConfig.for_model(**hf_config)
   with torch.device("meta"):  # nothing allocated
-    model = transformers.AutoModelForCausalLM.from_config(config)
+    if cfg.family == "encoder":  # a base model (BertModel, ...): the class config.json names
+      model = getattr(transformers, hf_config["architectures"][0])._from_config(config)
+    else:
+      model = transformers.AutoModelForCausalLM.from_config(config)
   assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
 
 

@@ -18,6 +18,9 @@ PUBLISHED = {
     "bloom-560m": 559_214_592, "bloom-7b1": 7_069_016_064,
     "pythia-160m": 162_322_944, "pythia-1b": 1_011_781_632, "gpt-neox-20b": 20_554_567_680,
     "mixtral-8x7b": 46_702_792_704,
+    # Encoder-only: transformers' base models (embeddings, encoder, pooler), as the model cards
+    # count them: bert-base-uncased, roberta-base, albert-base-v2.
+    "bert-base": 109_482_240, "roberta-base": 124_645_632, "albert-base": 11_683_584,
 }
 
 
@@ -34,8 +37,10 @@ def test_num_params_matches_published(name):
 def test_smoke_variant_keeps_the_architecture_and_runs(name):
   full, small = presets.get(name), presets.get(name + "-smoke")
   for field in ("norm", "norm_placement", "activation", "position", "parallel_block",
-                "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction"):
+                "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction",
+                "family", "type_vocab_size", "position_padding_idx", "albert_sharing", "pooler"):
     assert getattr(small, field) == getattr(full, field), field
+  assert (small.embed_dim is None) == (full.embed_dim is None)
   for field in ("moe_top_k", "moe_every", "moe_dropless", "moe_softmax_after_topk", "moe_priority"):
     assert getattr(small, field) == getattr(full, field), field
   assert (small.moe_experts > 0) == (full.moe_experts > 0)
@@ -43,8 +48,13 @@ def test_smoke_variant_keeps_the_architecture_and_runs(name):
   assert kv_kind(small) == kv_kind(full)
   params = registry.init_params(small, jax.random.key(0))
   model = registry.build(small)
-  logits = jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, np.zeros((1, 8), np.int32))
-  assert logits.shape == (1, 8, small.vocab_size) and np.isfinite(logits).all()
+  out = jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, np.zeros((1, 8), np.int32))
+  if small.family == "encoder":  # a base model: hidden states (and the pooler), no heads
+    assert out["hidden"].shape == (1, 8, small.d_model) and out["pooled"].shape == (1, small.d_model)
+    out = out["hidden"]
+  else:
+    assert out.shape == (1, 8, small.vocab_size)
+  assert np.isfinite(out).all()
 
 
 def test_unknown_preset_suggests_close_names():

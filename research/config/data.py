@@ -49,6 +49,8 @@ DEFAULT_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
 }
 
 LOSS_ON = ("all", "answer")
+# Sentence-pair rows for encoder pretraining (research/data/pairs.py).
+PAIRS = ("none", "nsp", "sop")
 
 
 def role_of(symbol: str) -> str | None:
@@ -226,6 +228,15 @@ class DataConfig:
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
   # None: $RESEARCH_CACHE_DIR, else ~/.cache/research.
   cache_dir: str | None = None
+  # ---- Sentence pairs (encoder pretraining, research/data/pairs.py) ----
+  # A text file becomes one document per non-empty line (the sentences pairs are made of); the
+  # last val_fraction of the lines validate.
+  split_lines: bool = False
+  # Rows [CLS] A [SEP] B [SEP] of consecutive documents (sentences) with token types and a
+  # pair label: "nsp", B follows A or (half the rows) is text from elsewhere (Devlin et al.
+  # 2019); "sop", B follows A, the two swapped in half the rows (Lan et al. 2020). Needs
+  # pack=False: a row is built from an anchor document, not cut from the packed stream.
+  pairs: str = "none"
 
   def __post_init__(self):
     own = type(self).__name__
@@ -235,6 +246,15 @@ class DataConfig:
       validate.positive(own, name, getattr(self, name))
     validate.in_range(own, "val_fraction", self.val_fraction, 0.0, 0.99)
     validate.choice(own, "loss_on", self.loss_on, LOSS_ON)
+    validate.choice(own, "pairs", self.pairs, PAIRS)
+    if self.pairs != "none":
+      if self.pack:
+        raise ValueError(f"{own}.pairs={self.pairs!r} builds each row from an anchor document; "
+                         f"set {own}.pack=False")
+      if self.loss_on != "all":
+        raise ValueError(f"{own}.pairs={self.pairs!r} has no answer tokens; use loss_on='all'")
+      if self.seq_len < 5:
+        raise ValueError(f"{own}.seq_len={self.seq_len} cannot hold [CLS] A [SEP] B [SEP]")
     for name, cls in (("tokenizer", TokenizerConfig), ("synthetic", SyntheticConfig)):
       if not isinstance(getattr(self, name), cls):
         raise ValueError(

@@ -16,7 +16,7 @@ from research.config.data import DataConfig
 from research.config.mesh import MeshConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
-from research.config.train import TrainConfig
+from research.config.train import ENCODER_OBJECTIVE_HEADS, PAIR_OBJECTIVES, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +38,34 @@ class ExperimentConfig:
         raise ValueError(
             f"data.batch_size={self.data.batch_size} / train.grad_accum={self.train.grad_accum} "
             f"must be divisible by mesh.pipeline_microbatches={self.mesh.pipeline_microbatches}")
-    if self.model.position == "learned" and self.data.seq_len > self.model.max_seq_len:
+    if self.model.position == "learned" and self.data.seq_len > self.model.max_input_len:
       raise ValueError(f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len="
-                       f"{self.model.max_seq_len}, the size of the learned position table")
+                       f"{self.model.max_seq_len}, the size of the learned position table"
+                       + ("" if self.model.max_input_len == self.model.max_seq_len else
+                          f" less the {self.model.max_seq_len - self.model.max_input_len} rows "
+                          "before RoBERTa's first position"))
+    self._check_encoder_objective()
+
+  def _check_encoder_objective(self) -> None:
+    """Encoder objectives need their heads, and sentence-pair objectives their pair data."""
+    objective, model = self.train.objective, self.model
+    heads = ENCODER_OBJECTIVE_HEADS.get(objective)
+    if heads is None:
+      if model.family == "encoder":
+        raise ValueError(f"train.objective={objective!r} cannot train model.family='encoder'; "
+                         f"choose one of: {', '.join(ENCODER_OBJECTIVE_HEADS)}")
+      return
+    if model.family != "encoder":
+      raise ValueError(f"train.objective={objective!r} needs model.family='encoder' "
+                       f"(got {model.family!r})")
+    missing = [h for h in heads if h not in model.encoder_heads]
+    if missing:
+      raise ValueError(f"train.objective={objective!r} needs model.encoder_heads to include "
+                       f"{missing} (got {model.encoder_heads!r})")
+    pairs = PAIR_OBJECTIVES.get(objective, "none")
+    if self.data.pairs != pairs:
+      raise ValueError(f"train.objective={objective!r} needs data.pairs={pairs!r} (got "
+                       f"{self.data.pairs!r})")
 
   def effective_model(self) -> ModelConfig:
     """The model as trained: bf16/fp16 precision sets the compute dtype (params stay fp32),

@@ -13,7 +13,7 @@ from typing import Any
 
 from research.config import validate
 
-FAMILIES = ("decoder",)
+FAMILIES = ("decoder", "encoder")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
 # Kept in step with the registries in research.layers (tests/test_config.py checks they agree).
@@ -28,6 +28,14 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
 # Order in which assignments claim expert slots when capacity is short (research.layers.routing).
 MOE_PRIORITIES = ("token", "choice")
+
+# ---- Encoder-only family (research/models/encoder.py) ----
+# ALBERT's cross-layer parameter sharing (Lan et al. 2020, section 4.5 and Table 4).
+ALBERT_SHARING = ("none", "all", "ffn", "attention")
+# Heads an encoder may carry (research/models/heads.py), each an entry of its output dict.
+ENCODER_HEADS = ("mlm", "nsp", "sop", "classification", "token_classification", "extractive_qa")
+# Heads that read one vector per sequence: the pooler's output, else the [CLS] hidden state.
+SEQUENCE_HEADS = ("nsp", "sop", "classification")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +135,32 @@ class ModelConfig:
 
   tie_embeddings: bool = True
 
+  # ---- Encoder-only family (family="encoder", research/models/encoder.py): BERT, RoBERTa,
+  # ALBERT. Other families must leave these at their defaults.
+  # Set: the token, position and type embeddings are E = embed_dim wide and a dense layer maps
+  # them to d_model: ALBERT's factorised embedding, V x E then E x H (Lan et al. 2020, section
+  # 3.1). None: embeddings are d_model wide, no projection.
+  embed_dim: int | None = None
+  # Token type (segment) embeddings: 2 for BERT's and ALBERT's sentence pairs, 1 for RoBERTa.
+  type_vocab_size: int = 0
+  # RoBERTa: position ids count the non-padding tokens from position_padding_idx + 1 and padding
+  # gets position_padding_idx, as transformers' create_position_ids_from_input_ids computes them
+  # from input_ids. None: positions 0, 1, ... (BERT).
+  position_padding_idx: int | None = None
+  # Which sub-layers all layers share (ALBERT): "none", "all", "ffn" or "attention".
+  albert_sharing: str = "none"
+  # BERT's pooler, tanh(h_[CLS] W + b), which the sentence-level heads read.
+  pooler: bool = False
+  # Output heads (ENCODER_HEADS); the model returns a dict with an entry per head.
+  encoder_heads: tuple[str, ...] = ()
+  # Classes of the classification and token_classification heads.
+  num_labels: int = 2
+  # Token classification scored by a linear-chain CRF (research/layers/crf.py) on its emissions.
+  crf: bool = False
+  # Dropout before the sop, classification and token_classification layers; None: resid_dropout
+  # (transformers' classifier_dropout / ALBERT's classifier_dropout_prob).
+  head_dropout: float | None = None
+
   embed_dropout: float = 0.0
   attn_dropout: float = 0.0
   resid_dropout: float = 0.0
@@ -192,6 +226,7 @@ class ModelConfig:
             f"head_dim={self.dim_per_head}; rotary dims must be even and > 0"
         )
     self._validate_moe(own)
+    self._validate_encoder(own)
     if self.parallel_block and self.norm_placement not in ("pre", "post"):
       raise ValueError(
           f"{own}.parallel_block=True needs norm_placement 'pre' or 'post', got "
@@ -218,6 +253,50 @@ class ModelConfig:
     validate.choice(own, "moe_priority", self.moe_priority, MOE_PRIORITIES)
     validate.positive(own, "moe_aux_weight", self.moe_aux_weight, allow_zero=True)
     validate.positive(own, "moe_z_weight", self.moe_z_weight, allow_zero=True)
+
+  def _validate_encoder(self, own: str) -> None:
+    if self.family != "encoder":
+      for f in dataclasses.fields(self):
+        if f.name in _ENCODER_FIELDS and getattr(self, f.name) != f.default:
+          raise ValueError(f"{own}.{f.name}={getattr(self, f.name)!r} only applies to "
+                           f"family='encoder' (family={self.family!r})")
+      return
+    if self.embed_dim is not None:
+      validate.positive(own, "embed_dim", self.embed_dim)
+    validate.positive(own, "type_vocab_size", self.type_vocab_size, allow_zero=True)
+    validate.positive(own, "num_labels", self.num_labels)
+    if self.head_dropout is not None:
+      validate.in_range(own, "head_dropout", self.head_dropout, 0.0, 1.0 - 1e-6)
+    validate.choice(own, "albert_sharing", self.albert_sharing, ALBERT_SHARING)
+    for head in self.encoder_heads:
+      validate.choice(own, "encoder_heads", head, ENCODER_HEADS)
+    if len(set(self.encoder_heads)) != len(self.encoder_heads):
+      raise ValueError(f"{own}.encoder_heads={self.encoder_heads!r} has duplicates")
+    if self.crf and "token_classification" not in self.encoder_heads:
+      raise ValueError(f"{own}.crf=True needs 'token_classification' in {own}.encoder_heads "
+                       f"(got {self.encoder_heads!r})")
+    if self.position_padding_idx is not None:
+      validate.positive(own, "position_padding_idx", self.position_padding_idx, allow_zero=True)
+      if self.position != "learned":
+        raise ValueError(f"{own}.position_padding_idx={self.position_padding_idx} offsets learned "
+                         f"positions; position={self.position!r}")
+      if self.max_input_len < 1:
+        raise ValueError(f"{own}.max_seq_len={self.max_seq_len} leaves no positions after "
+                         f"position_padding_idx={self.position_padding_idx}")
+    if self.sliding_window is not None:
+      raise ValueError(f"{own}.sliding_window={self.sliding_window}: the window of the attention "
+                       "masks is causal (keys before the query); family='encoder' attends both ways")
+    if self.albert_sharing != "none":
+      if self.moe_experts:
+        raise ValueError(f"{own}.albert_sharing={self.albert_sharing!r} cannot be combined with "
+                         f"moe_experts={self.moe_experts}")
+      if self.pipeline_stages > 1:
+        raise ValueError(f"{own}.albert_sharing={self.albert_sharing!r} shares layers, which "
+                         f"pipeline_stages={self.pipeline_stages} would place on different stages")
+      if self.albert_sharing in ("ffn", "attention") and self.scan_layers:
+        raise ValueError(
+            f"{own}.albert_sharing={self.albert_sharing!r} shares one sub-layer across otherwise "
+            "distinct layers, which a scanned stack cannot hold; set scan_layers=False")
 
   # ---------------------------------------------------------------- derived sizes
 
@@ -256,6 +335,18 @@ class ModelConfig:
   @property
   def n_moe_layers(self) -> int:
     return self.n_layers // self.moe_every if self.moe_experts else 0
+
+  @property
+  def embedding_width(self) -> int:
+    """E: the width of the embedding tables (d_model unless factorised)."""
+    return self.d_model if self.embed_dim is None else self.embed_dim
+
+  @property
+  def max_input_len(self) -> int:
+    """The longest input the position table serves (RoBERTa's offset uses some of its rows)."""
+    if self.position_padding_idx is None:
+      return self.max_seq_len
+    return self.max_seq_len - self.position_padding_idx - 1
 
   @property
   def has_final_norm(self) -> bool:
@@ -299,7 +390,17 @@ class ModelConfig:
     moe_ffn = d * self.moe_experts + self.moe_top_k * d * self.expert_hidden * matrices
     n_moe = self.n_moe_layers
     return (self.n_layers * attn + (self.n_layers - n_moe) * dense_ffn + n_moe * moe_ffn
-            + d * self.vocab_size)
+            + self._head_matmul_params())
+
+  def _head_matmul_params(self) -> int:
+    """Matrices outside the blocks: the LM head; for encoders, what their heads multiply."""
+    d, e, v = self.d_model, self.embedding_width, self.vocab_size
+    if self.family != "encoder":
+      return d * v
+    total = (e * d if self.embed_dim is not None else 0) + (d * d if self.pooler else 0)
+    if "mlm" in self.encoder_heads:
+      total += d * e + e * v
+    return total
 
   def flops_per_token(self, seq_len: int, training: bool = True) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
@@ -323,3 +424,8 @@ class ModelConfig:
 
   def replace(self, **changes: Any) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
+
+
+# The encoder-only block of fields above; other families must leave them at their defaults.
+_ENCODER_FIELDS = ("embed_dim", "type_vocab_size", "position_padding_idx", "albert_sharing",
+                   "pooler", "encoder_heads", "num_labels", "crf", "head_dropout")

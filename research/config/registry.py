@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -19,7 +20,8 @@ from research.config.data import DataConfig, SyntheticConfig, TokenizerConfig
 from research.config.experiment import ExperimentConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
-from research.config.train import TrainConfig
+from research.config.masking import MaskingConfig
+from research.config.train import ENCODER_OBJECTIVE_HEADS, PAIR_OBJECTIVES, TrainConfig
 from research.config.validate import close_matches
 
 EXPERIMENTS: dict[str, Callable[[], ExperimentConfig]] = {}
@@ -70,12 +72,55 @@ def smoke() -> ExperimentConfig:
 def from_preset(name: str) -> ExperimentConfig:
   """A model preset with default training; smoke variants train on synthetic data."""
   model = presets.get(name)
+  if model.family == "encoder":
+    return _encoder_experiment(name, model)
   if name.endswith("-smoke"):
     return smoke().replace(name=name, model=model)
   return ExperimentConfig(
       name=name, model=model,
       data=DataConfig(dataset="tinyshakespeare", tokenizer=TokenizerConfig(kind="char"),
                       seq_len=min(1024, model.max_seq_len), batch_size=8))
+
+
+# ---- Encoder-only presets: pretrained with their objective (presets.PRETRAINING_OBJECTIVES) ----
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# The vocabulary each preset's tokenizer kind learns from the corpus (BERT's WordPiece, uncased;
+# RoBERTa's byte-level BPE; ALBERT's SentencePiece with BERT's special tokens).
+_ENCODER_TOKENIZERS = {
+    "bert-base": TokenizerConfig(kind="wordpiece", vocab_size=8192, lowercase=True),
+    "roberta-base": TokenizerConfig(kind="bytelevel_bpe", vocab_size=8192),
+    "albert-base": TokenizerConfig(kind="sentencepiece_unigram", vocab_size=8000,
+                                   special_tokens=("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")),
+}
+
+
+def _encoder_experiment(name: str, model: ModelConfig) -> ExperimentConfig:
+  """The preset's pretraining objective and heads; sentence pairs from Tiny Shakespeare's
+  lines (NSP/SOP) or its packed text (MLM alone). Smoke variants: the synthetic tasks with a
+  character vocabulary that has BERT's special tokens."""
+  smoke_variant = name.endswith("-smoke")
+  base = name.removesuffix("-smoke")
+  objective = presets.PRETRAINING_OBJECTIVES[base]
+  model = model.replace(encoder_heads=ENCODER_OBJECTIVE_HEADS[objective])
+  pairs = PAIR_OBJECTIVES.get(objective, "none")
+  # RoBERTa masks afresh every epoch (Liu et al. 2019, section 4.1); BERT and ALBERT once.
+  masking = MaskingConfig(mode="dynamic" if objective == "mlm" else "static")
+  layout = dict(pack=pairs == "none", pairs=pairs)
+  if smoke_variant:
+    data = DataConfig(dataset="synthetic_mix", seq_len=64, batch_size=8,
+                      tokenizer=TokenizerConfig(kind="char", special_tokens=_BERT_SPECIALS),
+                      synthetic=SyntheticConfig(num_examples=2000), **layout)
+    base_run = smoke()
+    return base_run.replace(name=name, model=model, data=data,
+                            train=dataclasses.replace(base_run.train, objective=objective,
+                                                      mlm=masking))
+  data = DataConfig(dataset="tinyshakespeare", tokenizer=_ENCODER_TOKENIZERS[base], seq_len=128,
+                    batch_size=32, split_lines=pairs != "none", **layout)
+  return ExperimentConfig(name=name, model=model, data=data,
+                          # Devlin et al. (2019), appendix A.2, with a short warmup.
+                          optimizer=OptimizerConfig(lr=1e-4, b2=0.999, weight_decay=0.01,
+                                                    schedule="linear", warmup_steps=100),
+                          train=TrainConfig(objective=objective, mlm=masking))
 
 
 def names() -> list[str]:

@@ -5,9 +5,24 @@ from __future__ import annotations
 import dataclasses
 
 from research.config import validate
+from research.config.masking import MaskingConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-OBJECTIVES = ("causal_lm",)
+
+# ---- Encoder-only objectives (research/train/encoder_objectives.py) ----
+# Objective -> the encoder heads (ModelConfig.encoder_heads) it trains.
+ENCODER_OBJECTIVE_HEADS = {
+    "mlm": ("mlm",),
+    "mlm_nsp": ("mlm", "nsp"),
+    "mlm_sop": ("mlm", "sop"),
+    "classification": ("classification",),
+    "token_classification": ("token_classification",),
+    "extractive_qa": ("extractive_qa",),
+}
+# Objectives that read sentence pairs, and the DataConfig.pairs that builds them.
+PAIR_OBJECTIVES = {"mlm_nsp": "nsp", "mlm_sop": "sop"}
+
+OBJECTIVES = ("causal_lm",) + tuple(ENCODER_OBJECTIVE_HEADS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +39,8 @@ class TrainConfig:
   loss_scale_period: int = 2000  # good steps before the fp16 loss scale doubles
   # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
   max_nonfinite: int = 10
+  # How the mlm, mlm_nsp and mlm_sop objectives mask their inputs.
+  mlm: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
 
   log_every: int = 50
   eval_every: int = 500

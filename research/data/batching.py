@@ -13,7 +13,8 @@ same tokens shifted by one. Packed rows are consecutive windows of the stream
 an epoch no token is an input twice; the partial window at the end is dropped in training
 and padded in evaluation. Unpacked rows are whole documents, padded. A target in another
 document than its input (the first token after an EOS) carries no loss: attention cannot
-see across documents, so it is not predictable.
+see across documents, so it is not predictable. Sentence-pair rows (`Layout.pairs`, encoder
+pretraining) are anchored at documents and built by research.data.pairs instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from research.data import pairs as pairs_lib
 from research.data.documents import TokenizedSplit
 
 Batch = dict[str, np.ndarray]
@@ -38,9 +40,14 @@ class Layout:
   pack: bool
   answer_only: bool
   pad_id: int
+  # Sentence-pair rows: `starts` are anchor documents (research.data.pairs).
+  pairs: pairs_lib.PairSpec | None = None
 
-  def gather(self, split: TokenizedSplit, starts: np.ndarray, lengths: np.ndarray) -> Batch:
+  def gather(self, split: TokenizedSplit, starts: np.ndarray, lengths: np.ndarray,
+             epoch: int = 0) -> Batch:
     """The batch of rows `split.tokens[start:start + length]` (length <= seq_len + 1)."""
+    if self.pairs is not None:
+      return pairs_lib.gather(split, starts, lengths, self.seq_len, self.pairs, epoch)
     span = np.arange(self.seq_len + 1)
     valid = span[None, :] < np.asarray(lengths)[:, None]
     index = np.where(valid, np.asarray(starts)[:, None] + span, 0)
@@ -69,7 +76,9 @@ class Layout:
                  epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """(starts, lengths) of the epoch's training rows, in the epoch's shuffled order."""
     rng = np.random.default_rng([seed, epoch])
-    if self.pack:
+    if self.pairs is not None:
+      starts, lengths = np.arange(split.num_docs), split.doc_lengths
+    elif self.pack:
       offset = int(rng.integers(0, self.seq_len))
       count = max(0, (split.num_tokens - offset - 1) // self.seq_len)
       starts = offset + self.seq_len * np.arange(count, dtype=np.int64)
@@ -81,12 +90,14 @@ class Layout:
 
   def min_train_rows(self, split: TokenizedSplit) -> int:
     """The fewest training rows any epoch has (the largest offset leaves the fewest)."""
-    if self.pack:
+    if self.pack and self.pairs is None:
       return max(0, (split.num_tokens - self.seq_len) // self.seq_len)
     return split.num_docs
 
   def eval_rows(self, split: TokenizedSplit) -> tuple[np.ndarray, np.ndarray]:
     """(starts, lengths) covering every validation token once, in stream order."""
+    if self.pairs is not None:
+      return np.arange(split.num_docs), np.asarray(split.doc_lengths)
     if self.pack:
       starts = np.arange(0, max(split.num_tokens - 1, 0), self.seq_len, dtype=np.int64)
       return starts, np.minimum(self.seq_len + 1, split.num_tokens - starts)
@@ -158,7 +169,7 @@ class TrainIterator:
       starts, lengths = self._epoch_rows()
     lo = self._row + self._first
     batch = self._layout.gather(
-        self._split, starts[lo:lo + self._rows], lengths[lo:lo + self._rows])
+        self._split, starts[lo:lo + self._rows], lengths[lo:lo + self._rows], self._epoch)
     self._row += self._batch_size
     return batch
 

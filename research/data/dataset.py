@@ -22,7 +22,7 @@ import numpy as np
 
 from research import tokenizers
 from research.config.data import DataConfig
-from research.data import cache, documents
+from research.data import cache, documents, pairs
 from research.data.batching import Layout, TrainIterator, eval_batches
 from research.data.documents import TokenizedSplit
 from research.tokenizers import Tokenizer
@@ -53,15 +53,32 @@ class Dataset:
   @property
   def layout(self) -> Layout:
     pad = self.tokenizer.pad_id
+    pad = 0 if pad is None else pad
     # Padded positions are masked out everywhere; without a pad token any id serves.
     return Layout(self.config.seq_len, self.config.pack, self.config.loss_on == "answer",
-                  0 if pad is None else pad)
+                  pad, self._pair_spec(pad))
+
+  def _pair_spec(self, pad: int) -> pairs.PairSpec | None:
+    c, tok = self.config, self.tokenizer
+    if c.pairs == "none":
+      return None
+    # BERT's [CLS]/[SEP]; a RoBERTa-style vocabulary's <s> and </s> serve as well.
+    cls = tok.cls_id if tok.cls_id is not None else tok.bos_id
+    sep = tok.sep_id if tok.sep_id is not None else tok.eos_id
+    if cls is None or sep is None:
+      raise ValueError(
+          f"DataConfig.pairs={c.pairs!r} needs [CLS] and [SEP] tokens (or <s> and </s>); the "
+          f"tokenizer's special tokens are {tok.special_tokens()}: set "
+          "TokenizerConfig.special_tokens, e.g. ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')")
+    lead = 1 if c.add_bos and tok.bos_id is not None else 0
+    return pairs.PairSpec(c.pairs, cls, sep, pad, c.seed, lead=lead, trail=1)
 
   @property
   def order_tag(self) -> str:
     """Identifies the token streams and their training order (checked on resume)."""
     c = self.config
-    return cache.key(data=self.key, seq_len=c.seq_len, pack=c.pack, seed=c.seed)
+    return cache.key(data=self.key, seq_len=c.seq_len, pack=c.pack, seed=c.seed,
+                     **({"pairs": c.pairs} if c.pairs != "none" else {}))
 
   def steps_per_epoch(self, epoch: int = 0) -> int:
     """Global batches in training epoch `epoch` (packed epochs differ by at most one)."""
@@ -96,6 +113,9 @@ def build(cfg: DataConfig) -> Dataset:
   """Resolves the source, builds the tokenizer, tokenizes (or reads the cache), checks that
   the layout yields at least one batch."""
   source = documents.source(cfg)
+  if cfg.split_lines and not isinstance(source, documents.TextSource):
+    raise ValueError(f"DataConfig.split_lines=True applies to text files; {cfg.source_name!r} "
+                     "is a synthetic task, one document per example already")
   if cfg.loss_on == "answer" and not source.has_answers:
     raise ValueError(
         f"DataConfig.loss_on='answer' needs a question/answer source (a synthetic task), "
@@ -104,7 +124,8 @@ def build(cfg: DataConfig) -> Dataset:
   tokenizer = _tokenizer(cfg, source, root)
   key = cache.key(version=documents.FORMAT_VERSION, source=source.identity,
                   tokenizer=tokenizer.fingerprint(), add_bos=cfg.add_bos,
-                  val_fraction=cfg.val_fraction)
+                  val_fraction=cfg.val_fraction,
+                  **({"split_lines": True} if cfg.split_lines else {}))
   path = root / "tokens" / key
   splits = cache.load_splits(path)
   from_cache = splits is not None
@@ -139,7 +160,11 @@ def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.Synthet
 def _check_fits(ds: Dataset) -> None:
   cfg = ds.config
   need = cfg.seq_len + 1
-  if not cfg.pack and ds.train.num_docs:
+  if cfg.pairs != "none" and ds.train.num_docs < 2:
+    raise ValueError(f"DataConfig.pairs={cfg.pairs!r} needs at least two documents (sentences); "
+                     f"{cfg.source_name!r} has {ds.train.num_docs}: set split_lines=True for a "
+                     "text file")
+  if not cfg.pack and cfg.pairs == "none" and ds.train.num_docs:
     longest = int(max(ds.train.doc_lengths.max(), ds.val.doc_lengths.max(initial=0)))
     if longest > need:
       raise ValueError(

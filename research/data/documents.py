@@ -7,7 +7,9 @@ answer (for loss_on="answer").
 
 - A text file (a registered dataset or `DataConfig.path`) is one document. Its tokens are
   split into two contiguous regions: the first 1 - val_fraction for training, the rest for
-  validation, so no validation window overlaps a training one.
+  validation, so no validation window overlaps a training one. With `DataConfig.split_lines`
+  each non-empty line is a document instead (the sentences of sentence-pair objectives), the
+  last val_fraction of the lines validating.
 - A synthetic task gives one document per (prompt, response) example, generated disjoint
   per split; the response tokens and the closing EOS are the answer.
 """
@@ -108,6 +110,8 @@ class TextSource:
 
   def tokenize(self, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, TokenizedSplit]:
     bos, eos = boundary_ids(tokenizer, cfg.add_bos)
+    if cfg.split_lines:
+      return self._tokenize_lines(tokenizer, cfg, bos, eos)
     ids = tokenizer.encode_array(self.text)
     cut = len(ids) - round(len(ids) * cfg.val_fraction)
     # The document is cut in two: training keeps its start (BOS), validation its end (EOS).
@@ -119,6 +123,17 @@ class TextSource:
     if cut < len(ids):
       val = np.concatenate([ids[cut:]] + end)
       splits["val"] = _split([val], [np.zeros(len(val), bool)])
+    return splits
+
+
+  def _tokenize_lines(self, tokenizer: Tokenizer, cfg: DataConfig, bos: list[int],
+                      eos: int) -> dict[str, TokenizedSplit]:
+    lines = [line for line in self.text.split("\n") if line.strip()]
+    cut = len(lines) - round(len(lines) * cfg.val_fraction)
+    splits = {}
+    for name, part in (("train", lines[:cut]), ("val", lines[cut:])):
+      docs = [np.asarray(bos + ids + [eos], np.int32) for ids in tokenizer.encode_batch(part)]
+      splits[name] = _split(docs, [np.zeros(len(d), bool) for d in docs])
     return splits
 
 

@@ -56,8 +56,10 @@ def config_to_hf(cfg: ModelConfig, model_type: str | None = None) -> dict[str, A
   reasons = converter.unsupported(cfg)
   if reasons:
     raise errors.not_expressible("ModelConfig", model_type, reasons)
+  architecture = (converter.architecture_for(cfg) if converter.architecture_for
+                  else converter.architecture)
   return {
-      "model_type": model_type, "architectures": [converter.architecture],
+      "model_type": model_type, "architectures": [architecture],
       **converter.config_to_hf(cfg), "dtype": cfg.param_dtype,
   }
 

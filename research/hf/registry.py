@@ -44,6 +44,9 @@ class Converter:
   ignored: tuple[str, ...] = COMMON_IGNORED
   # Other names a checkpoint may use for a table name (older or newer transformers).
   aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # The class to write for a config when it depends on it (an encoder's heads: BertModel,
+  # BertForMaskedLM, ...); None: `architecture`.
+  architecture_for: Callable[[ModelConfig], str | None] | None = None
 
   def is_ignored(self, name: str) -> bool:
     return any(re.search(pattern, name) for pattern in self.ignored)

@@ -8,6 +8,8 @@
 With `parallel_block` the attention and FFN read the same input and their outputs are
 summed into one residual (GPT-J, PaLM, Falcon, GPT-NeoX), from one shared norm or two.
 With `moe=True` the FFN is a mixture of experts (research.layers.moe) in every placement.
+`shared_attn` / `shared_mlp` put a sub-layer owned by the caller in place of the block's own,
+for cross-layer sharing (ALBERT, research.layers.shared_stack).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Block(nn.Module):
   # DeepNorm (alpha, beta) for this stack; the owner computes them (decoder, encoder, ...).
   deepnorm: tuple[float, float] | None = None
   moe: bool = False
+  # Sub-layers owned (and shared across blocks) by the caller; None: the block's own.
+  shared_attn: nn.Module | None = None
+  shared_mlp: nn.Module | None = None
 
   @nn.compact
   def __call__(
@@ -48,8 +53,10 @@ class Block(nn.Module):
     x = nn.with_logical_constraint(x, ACTIVATION_AXES)
     placement = cfg.norm_placement
     alpha, beta = self.deepnorm if placement == "deepnorm" else (1.0, None)
-    attn = Attention(cfg, beta=beta, name="attn")
-    if self.moe:
+    attn = self.shared_attn if self.shared_attn is not None else Attention(cfg, beta=beta, name="attn")
+    if self.shared_mlp is not None:
+      mlp = self.shared_mlp
+    elif self.moe:
       # Padding queries (segment 0) take no expert capacity and stay out of the router losses.
       moe = MoE(cfg, beta=beta, name="moe")
       mlp = lambda h, det: moe(h, det, valid_BT=mask.q_segment != 0)

@@ -164,8 +164,11 @@ class AttentionBias:
     rel = self.k_pos[:, None, k_slice] - self.q_pos[:, q_slice, None]  # [B, t, s]
     bias = 0.0
     if self.alibi_slopes is not None:
-      # Press et al. (2021): -m * (i - j) for query i and key j.
-      bias = bias + self.alibi_slopes[None, :, None, None] * rel[:, None].astype(jnp.float32)
+      # Press et al. (2021): -m * (i - j) for query i and key j <= i. Keys after the query (seen
+      # by bidirectional attention) get the same distance penalty, -m * |i - j|: the symmetric
+      # ALiBi of MosaicBERT (Portes et al. 2023). Causal attention never sees them.
+      distance = jnp.abs(rel[:, None]).astype(jnp.float32)
+      bias = bias - self.alibi_slopes[None, :, None, None] * distance
     if self.rel_table is not None:
       buckets = pos_lib.relative_position_bucket(
           rel, bidirectional=self.rel_bidirectional,

@@ -15,8 +15,12 @@ import jax.numpy as jnp
 
 from research.config.model import ModelConfig
 from research.models.decoder import CausalLM
+from research.models.encoder import Encoder
 
-FAMILIES: dict[str, type[nn.Module]] = {"decoder": CausalLM}
+FAMILIES: dict[str, type[nn.Module]] = {
+    "decoder": CausalLM,
+    "encoder": Encoder,  # BERT, RoBERTa, ALBERT (research/models/encoder.py)
+}
 
 
 def build(cfg: ModelConfig) -> nn.Module:

@@ -28,6 +28,10 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("norm", None),
     ("positions", None),
     ("relpos_buckets", None),
+    # Encoder-only family: token-type tables, ALBERT's factorised embedding width E, head outputs.
+    ("token_types", None),
+    ("factor_embed", None),
+    ("labels", None),
     ("stage", "stage"),
     # Activations (constrained at block boundaries) and input batches.
     ("batch", BATCH),

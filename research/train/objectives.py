@@ -71,6 +71,12 @@ def causal_lm(model, params, batch, rng, deterministic=False):
 # Kept in step with research.config.train.OBJECTIVES (tests/test_config.py checks).
 OBJECTIVES: dict[str, Objective] = {"causal_lm": Objective(loss=causal_lm)}
 
+# ---- Encoder-only objectives (research/train/encoder_objectives.py) ----
+from research.train import encoder_objectives  # noqa: E402  (it uses the helpers above)
+
+OBJECTIVES.update({name: Objective(loss=loss, prepare=prepare, samples_text=False)
+                   for name, (loss, prepare) in encoder_objectives.LOSSES.items()})
+
 
 def get(name: str) -> Objective:
   if name not in OBJECTIVES:
