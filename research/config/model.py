@@ -13,7 +13,9 @@ from typing import Any
 
 from research.config import validate
 
-FAMILIES = ("decoder",)
+# decoder: CausalLM. encoder_decoder: T5-style, cross-attention (research/models/encoder_decoder.py).
+# prefix_lm: GLM-style, bidirectional over a prefix, causal after (research/models/prefix_lm.py).
+FAMILIES = ("decoder", "encoder_decoder", "prefix_lm")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
 # Kept in step with the registries in research.layers (tests/test_config.py checks they agree).
@@ -108,6 +110,9 @@ class ModelConfig:
   # Expert slots per group of tokens: ceil(factor * top_k * tokens / experts); assignments
   # past an expert's capacity are dropped (their token skips that expert). Unused when dropless.
   moe_capacity_factor: float = 1.25
+  # A fixed number of slots per expert and sequence instead of the factor (Switch Transformers'
+  # published `expert_capacity`, e.g. 64 for sequences of 512 tokens over 8 experts).
+  moe_expert_capacity: int | None = None
   moe_dropless: bool = False
   moe_priority: str = "token"
   # False: gates are the full softmax's probabilities of the chosen experts (Switch).
@@ -127,6 +132,17 @@ class ModelConfig:
   init_std: float = 0.02
   # GPT-2 / Megatron: residual-output projections initialised with std / sqrt(2 n_layers).
   scale_residual_init: bool = False
+
+  # ------------------------------------------- encoder-decoder and prefix-LM families
+  # Decoder layers of an encoder_decoder model (n_layers counts the encoder's); None: n_layers.
+  n_decoder_layers: int | None = None
+  # Dropout on the FFN hidden activations, between the input and output projections (T5's
+  # DenseReluDense drops there as well as on each sub-layer's output).
+  ffn_dropout: float = 0.0
+  # GLM's 2D positions (Du et al. 2022, section 2.2.2): a second id per token, its position
+  # inside the blank it fills (0 outside blanks). 'learned' adds a second table; 'rope' rotates
+  # half the rotary dims by each id (ChatGLM-6B). prefix_lm only.
+  block_positions: bool = False
 
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -163,7 +179,7 @@ class ModelConfig:
         raise ValueError(
             f"{own}.pipeline_stages={self.pipeline_stages} with moe_experts={self.moe_experts} is not "
             "supported: the MoE auxiliary losses are not collected through the pipeline schedule")
-    for name in ("embed_dropout", "attn_dropout", "resid_dropout"):
+    for name in ("embed_dropout", "attn_dropout", "resid_dropout", "ffn_dropout"):
       validate.in_range(own, name, getattr(self, name), 0.0, 1.0 - 1e-6)
     validate.positive(own, "init_std", self.init_std)
     validate.positive(own, "rope_theta", self.rope_theta)
@@ -184,6 +200,7 @@ class ModelConfig:
             f"head_dim={self.dim_per_head}; rotary dims must be even and > 0"
         )
     self._validate_moe(own)
+    self._validate_family(own)
     if self.parallel_block and self.norm_placement not in ("pre", "post"):
       raise ValueError(
           f"{own}.parallel_block=True needs norm_placement 'pre' or 'post', got "
@@ -207,11 +224,54 @@ class ModelConfig:
     if self.moe_d_ff is not None:
       validate.positive(own, "moe_d_ff", self.moe_d_ff)
     validate.positive(own, "moe_capacity_factor", self.moe_capacity_factor)
+    if self.moe_expert_capacity is not None:
+      validate.positive(own, "moe_expert_capacity", self.moe_expert_capacity)
     validate.choice(own, "moe_priority", self.moe_priority, MOE_PRIORITIES)
     validate.positive(own, "moe_aux_weight", self.moe_aux_weight, allow_zero=True)
     validate.positive(own, "moe_z_weight", self.moe_z_weight, allow_zero=True)
 
+  def _validate_family(self, own: str) -> None:
+    """Fields and combinations the encoder_decoder and prefix_lm families add or exclude."""
+    if self.n_decoder_layers is not None:
+      if self.family != "encoder_decoder":
+        raise ValueError(f"{own}.n_decoder_layers={self.n_decoder_layers} only applies to "
+                         f"family='encoder_decoder', not {self.family!r}")
+      validate.positive(own, "n_decoder_layers", self.n_decoder_layers)
+    if self.block_positions:
+      if self.family != "prefix_lm":
+        raise ValueError(f"{own}.block_positions=True only applies to family='prefix_lm', not "
+                         f"{self.family!r}")
+      if self.position not in ("learned", "rope"):
+        raise ValueError(f"{own}.block_positions=True needs position 'learned' or 'rope', got "
+                         f"{self.position!r}")
+      if self.position == "rope" and self.rope_dims % 4:
+        raise ValueError(
+            f"{own}.block_positions=True with position='rope' splits the {self.rope_dims} rotary "
+            "dims into two halves of even size; rope_dims must be divisible by 4")
+    if self.family == "decoder":
+      return
+    if self.position == "alibi":
+      raise ValueError(f"{own}.position='alibi' is not supported for family={self.family!r}: "
+                       "ALiBi's bias is defined for causal attention only")
+    if self.sliding_window is not None:
+      raise ValueError(f"{own}.sliding_window={self.sliding_window} is not supported for "
+                       f"family={self.family!r} (the window is one-sided, for causal attention)")
+    if self.family == "encoder_decoder":
+      if self.parallel_block:
+        raise ValueError(f"{own}.parallel_block=True is not supported for family='encoder_decoder'")
+      if self.pipeline_stages > 1:
+        raise ValueError(f"{own}.pipeline_stages={self.pipeline_stages} is not supported for "
+                         "family='encoder_decoder'")
+      if self.moe_experts:
+        validate.divisible(own, "n_decoder_layers", self.decoder_layers, "moe_every",
+                           self.moe_every)
+
   # ---------------------------------------------------------------- derived sizes
+
+  @property
+  def decoder_layers(self) -> int:
+    """Layers of an encoder_decoder model's decoder stack."""
+    return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
 
   @property
   def num_kv_heads(self) -> int:
@@ -259,12 +319,32 @@ class ModelConfig:
     """DeepNet (Wang et al. 2022, Table 1) residual scale alpha and init gain beta.
 
     Decoder-only and encoder-only stacks of N layers: alpha = (2N)^(1/4), beta = (8N)^(-1/4).
-    Encoder-decoder families override this with `deepnorm_encdec`.
+    Encoder-decoder families use `deepnorm_encdec` instead.
     """
     n = self.n_layers
     alpha = (2 * n) ** 0.25 if self.deepnorm_alpha is None else self.deepnorm_alpha
     beta = (8 * n) ** -0.25 if self.deepnorm_beta is None else self.deepnorm_beta
     return alpha, beta
+
+  def deepnorm_encdec(self) -> tuple[tuple[float, float], tuple[float, float]]:
+    """DeepNet (Wang et al. 2022, Table 1) ((alpha, beta) of the encoder, of the decoder) for an
+    encoder of N = n_layers and a decoder of M = decoder_layers layers:
+
+      encoder  alpha = 0.81 (N^4 M)^(1/16),  beta = 0.87 (N^4 M)^(-1/16)
+      decoder  alpha = (3M)^(1/4),           beta = (12M)^(-1/4)
+
+    `deepnorm_alpha` / `deepnorm_beta`, when set, replace both stacks' values.
+    """
+    n, m = self.n_layers, self.decoder_layers
+    encoder = (0.81 * (n ** 4 * m) ** (1 / 16), 0.87 * (n ** 4 * m) ** (-1 / 16))
+    decoder = ((3 * m) ** 0.25, (12 * m) ** -0.25)
+
+    def override(pair):
+      alpha = pair[0] if self.deepnorm_alpha is None else self.deepnorm_alpha
+      beta = pair[1] if self.deepnorm_beta is None else self.deepnorm_beta
+      return alpha, beta
+
+    return override(encoder), override(decoder)
 
   # ------------------------------------------------------------- derived counts
 
@@ -282,25 +362,37 @@ class ModelConfig:
 
     MoE layers count the ACTIVE weights: the router and the `moe_top_k` experts a token is
     sent to, not all `moe_experts` (`num_params` counts all of them). Tokens dropped for
-    capacity are not discounted, so this is the nominal active count.
+    capacity are not discounted, so this is the nominal active count. An encoder_decoder
+    model counts a token through the encoder and one through the decoder (self- and
+    cross-attention), as if both sides were equally long.
     """
     d, h = self.d_model, self.dim_per_head
     matrices = 3 if self.gated else 2
     attn = d * (self.n_heads + 2 * self.num_kv_heads) * h + self.n_heads * h * d
     dense_ffn = d * self.ffn_hidden * matrices
     moe_ffn = d * self.moe_experts + self.moe_top_k * d * self.expert_hidden * matrices
-    n_moe = self.n_moe_layers
-    return (self.n_layers * attn + (self.n_layers - n_moe) * dense_ffn + n_moe * moe_ffn
-            + d * self.vocab_size)
+
+    def stack(layers: int, attentions: int) -> int:
+      n_moe = layers // self.moe_every if self.moe_experts else 0
+      return layers * attentions * attn + (layers - n_moe) * dense_ffn + n_moe * moe_ffn
+
+    body = stack(self.n_layers, 1)
+    if self.family == "encoder_decoder":
+      body += stack(self.decoder_layers, 2)
+    return body + d * self.vocab_size
 
   def flops_per_token(self, seq_len: int, training: bool = True) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
 
     Forward: 2 * matmul weights (active ones for MoE) + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
-    attention scores and the weighted values (the causal half is not discounted, as in PaLM).
+    attention scores and the weighted values (the causal half is not discounted, as in PaLM);
+    an encoder_decoder model adds its decoder's self- and cross-attention at the same length.
     Training (forward + backward) is three times the forward.
     """
-    attention = 4 * self.n_layers * seq_len * self.n_heads * self.dim_per_head
+    attention_layers = self.n_layers
+    if self.family == "encoder_decoder":
+      attention_layers += 2 * self.decoder_layers
+    attention = 4 * attention_layers * seq_len * self.n_heads * self.dim_per_head
     forward = 2 * self.matmul_params_per_token() + attention
     return 3 * forward if training else forward
 
