@@ -58,8 +58,10 @@ def smoke(cfg: ModelConfig) -> ModelConfig:
   else:
     kv = 2
   experts = min(cfg.moe_experts, 8)
+  layers = max(2, cfg.moe_every if experts else 1)
   return cfg.replace(
-      vocab_size=256, d_model=64, n_layers=max(2, cfg.moe_every if experts else 1),
+      vocab_size=256, d_model=64, n_layers=layers,
+      n_decoder_layers=None if cfg.n_decoder_layers is None else layers,
       n_heads=n_heads, n_kv_heads=kv, head_dim=None,
       d_ff=None, ffn_multiple_of=1, max_seq_len=256,
       sliding_window=None if cfg.sliding_window is None else 16,
@@ -273,3 +275,48 @@ def pythia_1b() -> ModelConfig:
 @register("gpt-neox-20b")
 def gpt_neox_20b() -> ModelConfig:
   return ModelConfig(**{**_NEOX, "vocab_size": 50432}, d_model=6144, n_layers=44, n_heads=64)
+
+
+# ------------------------------------------------------ T5 and Switch (encoder-decoder)
+
+# Raffel et al. (2020): pre-RMSNorm without bias, relative position buckets shared by the layers
+# of each stack, no 1/sqrt(d) score scaling, dropout 0.1 everywhere. Shapes from the published
+# config.json files (t5-small, t5-base, google/t5-v1_1-small, google/switch-base-8).
+_T5 = dict(
+    family="encoder_decoder", vocab_size=32128, max_seq_len=512, norm="rmsnorm", norm_eps=1e-6,
+    norm_bias=False, norm_placement="pre", position="t5", rel_buckets=32, rel_max_distance=128,
+    attn_scale=1.0, qkv_bias=False, out_bias=False, mlp_bias=False,
+    embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1,
+)
+# v1.0: ReLU, the head tied to the shared embedding (and the decoder output scaled by d^-0.5).
+_T5_V1_0 = dict(_T5, activation="relu", tie_embeddings=True)
+# v1.1: gated-GELU (transformers runs it with the tanh approximation), untied head.
+_T5_V1_1 = dict(_T5, activation="geglu_tanh", tie_embeddings=False)
+
+
+@register("t5-small")
+def t5_small() -> ModelConfig:
+  return ModelConfig(d_model=512, n_layers=6, n_heads=8, d_ff=2048, **_T5_V1_0)
+
+
+@register("t5-base")
+def t5_base() -> ModelConfig:
+  return ModelConfig(d_model=768, n_layers=12, n_heads=12, d_ff=3072, **_T5_V1_0)
+
+
+@register("t5-v1_1-small")
+def t5_v1_1_small() -> ModelConfig:
+  # 6 heads of 64 dims on a 512-wide model: head_dim is not d_model / n_heads.
+  return ModelConfig(d_model=512, n_layers=8, n_heads=6, head_dim=64, d_ff=1024, **_T5_V1_1)
+
+
+@register("switch-base-8")
+def switch_base_8() -> ModelConfig:
+  # Fedus et al. (2021): T5-Base with every other FFN (layers 1, 3, ... of both stacks) a
+  # top-1 mixture of 8 ReLU experts, gated by the full softmax's probability, each expert taking
+  # at most 64 tokens of a sequence (capacity factor 1.0 at 512 tokens). The published loss
+  # weights 0.001 weigh one loss per stack pooled over its 6 MoE layers; ours are per layer,
+  # summed. The router's training-time input jitter (0.01) is not implemented.
+  return t5_base().replace(
+      moe_experts=8, moe_top_k=1, moe_every=2, moe_softmax_after_topk=False,
+      moe_expert_capacity=64, moe_aux_weight=0.001 / 6, moe_z_weight=0.001 / 6)

@@ -25,7 +25,9 @@ _SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_l
 
 _PRESET_TYPES = {"gpt2": "gpt2", "llama": "llama", "yi": "llama", "mistral": "mistral",
                  "qwen2": "qwen2", "falcon": "falcon", "bloom": "bloom", "pythia": "gpt_neox",
-                 "gpt-neox": "gpt_neox", "mixtral": "mixtral"}
+                 "gpt-neox": "gpt_neox", "mixtral": "mixtral", "t5": "t5",
+                 "switch": "switch_transformers"}
+_SEQ2SEQ_TYPES = ("t5", "switch_transformers")
 _ARCHITECTURE = ("vocab_size", "d_model", "n_layers", "n_heads", "num_kv_heads", "dim_per_head",
                  "ffn_hidden", "max_seq_len", "norm", "norm_eps", "norm_bias", "activation",
                  "position", "rope_theta", "rope_dims", "rope_scaling", "rope_scaling_factor",
@@ -41,9 +43,14 @@ def test_preset_as_transformers_model_has_our_parameter_count(name):
   back = research.hf.config_from_hf(hf_config)
   assert [getattr(back, f) for f in _ARCHITECTURE] == [getattr(cfg, f) for f in _ARCHITECTURE]
   config = transformers.AutoConfig.for_model(**hf_config)
+  auto = (transformers.AutoModelForSeq2SeqLM if hf_config["model_type"] in _SEQ2SEQ_TYPES
+          else transformers.AutoModelForCausalLM)
   with torch.device("meta"):  # nothing allocated
-    model = transformers.AutoModelForCausalLM.from_config(config)
-  assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
+    model = auto.from_config(config)
+  count = sum(p.numel() for p in model.parameters())
+  if not cfg.tie_embeddings and model.get_output_embeddings().weight is model.get_input_embeddings().weight:
+    count += model.get_output_embeddings().weight.numel()  # transformers 5 ties a fresh T5 anyway
+  assert count == cfg.num_params()
 
 
 @pytest.mark.parametrize("name", ["llama3.1-8b", "qwen2-7b", "pythia-1b"])

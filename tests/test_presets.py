@@ -18,6 +18,9 @@ PUBLISHED = {
     "bloom-560m": 559_214_592, "bloom-7b1": 7_069_016_064,
     "pythia-160m": 162_322_944, "pythia-1b": 1_011_781_632, "gpt-neox-20b": 20_554_567_680,
     "mixtral-8x7b": 46_702_792_704,
+    # Encoder-decoder (tests/test_hf_t5.py rebuilds these with transformers).
+    "t5-small": 60_506_624, "t5-base": 222_903_552, "t5-v1_1-small": 76_961_152,
+    "switch-base-8": 619_339_008,
 }
 
 
@@ -34,7 +37,8 @@ def test_num_params_matches_published(name):
 def test_smoke_variant_keeps_the_architecture_and_runs(name):
   full, small = presets.get(name), presets.get(name + "-smoke")
   for field in ("norm", "norm_placement", "activation", "position", "parallel_block",
-                "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction"):
+                "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction",
+                "family", "attn_scale", "block_positions"):
     assert getattr(small, field) == getattr(full, field), field
   for field in ("moe_top_k", "moe_every", "moe_dropless", "moe_softmax_after_topk", "moe_priority"):
     assert getattr(small, field) == getattr(full, field), field
@@ -43,7 +47,8 @@ def test_smoke_variant_keeps_the_architecture_and_runs(name):
   assert kv_kind(small) == kv_kind(full)
   params = registry.init_params(small, jax.random.key(0))
   model = registry.build(small)
-  logits = jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, np.zeros((1, 8), np.int32))
+  inputs = registry.dummy_inputs(small, batch=1, length=8)
+  logits = jax.jit(lambda p, x: model.apply({"params": p}, **x))(params, inputs)
   assert logits.shape == (1, 8, small.vocab_size) and np.isfinite(logits).all()
 
 
