@@ -287,6 +287,8 @@ _T5 = dict(
     norm_bias=False, norm_placement="pre", position="t5", rel_buckets=32, rel_max_distance=128,
     attn_scale=1.0, qkv_bias=False, out_bias=False, mlp_bias=False,
     embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1,
+    # Mesh TensorFlow's T5 initialises the shared embedding from N(0, 1).
+    embed_init_std=1.0,
 )
 # v1.0: ReLU, the head tied to the shared embedding (and the decoder output scaled by d^-0.5).
 _T5_V1_0 = dict(_T5, activation="relu", tie_embeddings=True)
@@ -320,3 +322,51 @@ def switch_base_8() -> ModelConfig:
   return t5_base().replace(
       moe_experts=8, moe_top_k=1, moe_every=2, moe_softmax_after_topk=False,
       moe_expert_capacity=64, moe_aux_weight=0.001 / 6, moe_z_weight=0.001 / 6)
+
+
+# ------------------------------------------------------------------- GLM (prefix LM)
+
+# Du et al. (2022): bidirectional attention over the blanked text (Part A), causal over the
+# spans being filled in (Part B), 2D positions. Shapes from the published configs; trained
+# with the blank_infilling objective.
+
+
+@register("glm-small")
+def glm_small() -> ModelConfig:
+  # GLM-Base (the paper's 110M model): BERT-base shape and its uncased WordPiece vocabulary
+  # (padded to 30592), Megatron's pre-LN blocks with biases, learned 2D positions, tied head.
+  return ModelConfig(
+      family="prefix_lm", vocab_size=30592, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+      max_seq_len=512, norm="layernorm", norm_bias=True, norm_eps=1e-5, norm_placement="pre",
+      activation="gelu_tanh", position="learned", block_positions=True, qkv_bias=True,
+      out_bias=True, mlp_bias=True, tie_embeddings=True,
+      embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1)
+
+
+@register("chatglm-6b")
+def chatglm_6b() -> ModelConfig:
+  # ChatGLM-6B: post-LN with DeepNorm, alpha = (2N)^(1/2) and init gain (2N)^(-1/2) (GLM-130B,
+  # Zeng et al. 2022, section 2.1; not DeepNet's decoder formula), GeLU, 2D RoPE (half of each
+  # head rotated by the position, half by the block position). Its blocks normalise each
+  # sub-layer's input and add alpha times that normalised input back; the same function is our
+  # DeepNorm block (norm(alpha x + f(x))) after a norm on the embeddings, with the final norm
+  # being the last block's.
+  n = 28
+  return ModelConfig(
+      family="prefix_lm", vocab_size=130528, d_model=4096, n_layers=n, n_heads=32, d_ff=16384,
+      max_seq_len=2048, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+      norm_placement="deepnorm", deepnorm_alpha=(2 * n) ** 0.5, deepnorm_beta=(2 * n) ** -0.5,
+      embed_norm=True, activation="gelu_tanh", position="rope", block_positions=True,
+      qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True)
+
+
+@register("chatglm2-6b")
+def chatglm2_6b() -> ModelConfig:
+  # ChatGLM2-6B: pre-RMSNorm, SwiGLU, multi-query attention with 2 key/value groups, RoPE on
+  # half of each head (1D positions), q/k/v biases only, untied output layer. ChatGLM2 pairs
+  # rotary dims interleaved; ours pairs halves (a fixed permutation of the q/k weights).
+  return ModelConfig(
+      family="prefix_lm", vocab_size=65024, d_model=4096, n_layers=28, n_heads=32, n_kv_heads=2,
+      head_dim=128, d_ff=13696, max_seq_len=32768, norm="rmsnorm", norm_eps=1e-5,
+      norm_placement="pre", activation="swiglu", position="rope", rope_fraction=0.5,
+      qkv_bias=True, out_bias=False, mlp_bias=False, tie_embeddings=False)

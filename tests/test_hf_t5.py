@@ -42,7 +42,8 @@ def test_logits_match_transformers(case, tmp_path):
   reference = t5_reference(untied=config.pop("untied", False), **config)
   reference.save_pretrained(tmp_path)
   model, params = research.hf.load(tmp_path)
-  assert model.cfg.family == "encoder_decoder" and model.cfg.tie_embeddings == (case == "v1_0_deeper_decoder")
+  assert model.cfg.family == "encoder_decoder"
+  assert model.cfg.tie_embeddings == (case == "v1_0_deeper_decoder")
   batch = seq2seq_batch(model.cfg.vocab_size)
   err = relative_error(our_logits(model, params, batch), reference_logits(reference, batch), batch)
   assert err <= PARITY_TOL, f"relative logit error {err:.2e} > {PARITY_TOL}"

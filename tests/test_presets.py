@@ -21,6 +21,10 @@ PUBLISHED = {
     # Encoder-decoder (tests/test_hf_t5.py rebuilds these with transformers).
     "t5-small": 60_506_624, "t5-base": 222_903_552, "t5-v1_1-small": 76_961_152,
     "switch-base-8": 619_339_008,
+    # Prefix LMs. The cards round: ChatGLM2-6B 6.24B, ChatGLM-6B 6.2B, GLM-Base 110M (GLM paper,
+    # Table 1); the exact figures are our architecture's (tests/test_prefix_lm.py checks the
+    # rounding).
+    "chatglm2-6b": 6_243_584_000, "chatglm-6b": 6_173_286_400, "glm-small": 109_337_088,
 }
 
 

@@ -16,7 +16,7 @@ from research.config.data import DataConfig
 from research.config.mesh import MeshConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
-from research.config.train import TrainConfig
+from research.config.train import OBJECTIVE_FAMILIES, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,11 @@ class ExperimentConfig:
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
   def __post_init__(self):
+    families = OBJECTIVE_FAMILIES.get(self.train.objective, ())
+    if self.model.family not in families:
+      raise ValueError(
+          f"train.objective={self.train.objective!r} does not train model.family="
+          f"{self.model.family!r}; it trains: {', '.join(families)}")
     if self.data.batch_size % self.train.grad_accum:
       raise ValueError(f"data.batch_size={self.data.batch_size} must be divisible by "
                        f"train.grad_accum={self.train.grad_accum}")

@@ -13,8 +13,9 @@ from typing import Any
 
 from research.config import validate
 
-# decoder: CausalLM. encoder_decoder: T5-style, cross-attention (research/models/encoder_decoder.py).
-# prefix_lm: GLM-style, bidirectional over a prefix, causal after (research/models/prefix_lm.py).
+# decoder: CausalLM. encoder_decoder: T5-style, with cross-attention
+# (research/models/encoder_decoder.py).
+# prefix_lm: GLM-style, bidirectional over a prefix, causal after (research/models/decoder.py).
 FAMILIES = ("decoder", "encoder_decoder", "prefix_lm")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
@@ -139,6 +140,9 @@ class ModelConfig:
   # Dropout on the FFN hidden activations, between the input and output projections (T5's
   # DenseReluDense drops there as well as on each sub-layer's output).
   ffn_dropout: float = 0.0
+  # Std of the token embedding's initialiser; None: init_std. T5 draws it from N(0, 1) (its tied
+  # head rescales by d_model^-0.5, so the initial logits are of order one).
+  embed_init_std: float | None = None
   # GLM's 2D positions (Du et al. 2022, section 2.2.2): a second id per token, its position
   # inside the blank it fills (0 outside blanks). 'learned' adds a second table; 'rope' rotates
   # half the rotary dims by each id (ChatGLM-6B). prefix_lm only.
@@ -185,7 +189,7 @@ class ModelConfig:
     validate.positive(own, "rope_theta", self.rope_theta)
     validate.positive(own, "rope_scaling_factor", self.rope_scaling_factor)
     validate.in_range(own, "rope_fraction", self.rope_fraction, 0.0, 1.0)
-    for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window"):
+    for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window", "embed_init_std"):
       value = getattr(self, name)
       if value is not None:
         validate.positive(own, name, value)

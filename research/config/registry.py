@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -19,7 +20,7 @@ from research.config.data import DataConfig, SyntheticConfig, TokenizerConfig
 from research.config.experiment import ExperimentConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
-from research.config.train import TrainConfig
+from research.config.train import DEFAULT_OBJECTIVE, TrainConfig
 from research.config.validate import close_matches
 
 EXPERIMENTS: dict[str, Callable[[], ExperimentConfig]] = {}
@@ -68,14 +69,19 @@ def smoke() -> ExperimentConfig:
 
 
 def from_preset(name: str) -> ExperimentConfig:
-  """A model preset with default training; smoke variants train on synthetic data."""
+  """A model preset with default training and its family's objective (span corruption for
+  encoder-decoders, blank infilling for prefix LMs); smoke variants train on synthetic data."""
   model = presets.get(name)
+  objective = DEFAULT_OBJECTIVE[model.family]
   if name.endswith("-smoke"):
-    return smoke().replace(name=name, model=model)
+    base = smoke()
+    return base.replace(name=name, model=model,
+                        train=dataclasses.replace(base.train, objective=objective))
   return ExperimentConfig(
       name=name, model=model,
       data=DataConfig(dataset="tinyshakespeare", tokenizer=TokenizerConfig(kind="char"),
-                      seq_len=min(1024, model.max_seq_len), batch_size=8))
+                      seq_len=min(1024, model.max_seq_len), batch_size=8),
+      train=TrainConfig(objective=objective))
 
 
 def names() -> list[str]:

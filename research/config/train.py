@@ -7,7 +7,17 @@ import dataclasses
 from research.config import validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-OBJECTIVES = ("causal_lm",)
+OBJECTIVES = ("causal_lm", "span_corruption", "blank_infilling")
+# The model families each objective trains, and each family's objective when none is chosen
+# (research.config.registry.from_preset; ExperimentConfig checks the pair).
+OBJECTIVE_FAMILIES = {
+    "causal_lm": ("decoder", "prefix_lm"),
+    "span_corruption": ("encoder_decoder",),
+    "blank_infilling": ("prefix_lm",),
+}
+DEFAULT_OBJECTIVE = {
+    "decoder": "causal_lm", "encoder_decoder": "span_corruption", "prefix_lm": "blank_infilling",
+}
 
 
 @dataclasses.dataclass(frozen=True)

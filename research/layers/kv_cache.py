@@ -58,11 +58,13 @@ class KVCache:
   next_position: jax.Array  # int32[B]: position the next real token gets
 
   @classmethod
-  def init(cls, cfg, batch: int, max_len: int, dtype=None, n_layers: int | None = None) -> "KVCache":
+  def init(cls, cfg, batch: int, max_len: int, dtype=None,
+           n_layers: int | None = None) -> "KVCache":
     """An empty cache of `max_len` slots for `cfg` (a ModelConfig) and `n_layers` layers
     (None: cfg.n_layers; an encoder-decoder's decoder passes its own depth)."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers if n_layers is None else n_layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
+    layers = cfg.n_layers if n_layers is None else n_layers
+    shape = (layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
     zeros = jnp.zeros((batch, max_len), jnp.int32)
     return cls(
         k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), segment=zeros, position=zeros,

@@ -121,7 +121,7 @@ class Stack(nn.Module):
           unit,
           variable_axes={"params": 0, "intermediates": 0, MOE_COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast) + (nn.broadcast,) * len(extra),
+          in_axes=(nn.broadcast,) * 3 + (0,) + (nn.broadcast,) * (1 + len(extra)),
           length=groups,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )

@@ -35,7 +35,8 @@ from research.models.decoder import Embedder
 
 
 def _segments(ids: jax.Array, attention_mask, segment_ids) -> jax.Array:
-  valid = jnp.ones(ids.shape, jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
+  valid = (jnp.ones(ids.shape, jnp.int32) if attention_mask is None
+           else attention_mask.astype(jnp.int32))
   return valid if segment_ids is None else segment_ids.astype(jnp.int32) * valid
 
 

@@ -20,6 +20,8 @@ from research.models.encoder_decoder import EncoderDecoder
 FAMILIES: dict[str, type[nn.Module]] = {
     "decoder": CausalLM,
     "encoder_decoder": EncoderDecoder,
+    # GLM-style prefix LM: the causal LM with a bidirectional prefix and 2D positions.
+    "prefix_lm": CausalLM,
 }
 
 
