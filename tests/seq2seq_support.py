@@ -12,7 +12,7 @@ import research.hf
 from hf_support import PARITY_TOL
 
 
-def perturbed(model, scale: float = 0.5, seed: int = 0):
+def perturbed(model, scale: float = 0.1, seed: int = 0):
   """`model` in eval mode with every parameter moved by scale * N(0, 1), norms included."""
   torch.manual_seed(seed)
   with torch.no_grad():

@@ -25,6 +25,8 @@ CONFIGS = {
     "rope_gqa_post": dict(position="rope", n_kv_heads=2, norm_placement="post", norm="layernorm",
                           attn_scale=None),
     "learned_deepnorm": dict(position="learned", norm_placement="deepnorm", norm="layernorm"),
+    "sinusoidal_sandwich_mqa": dict(position="sinusoidal", norm_placement="sandwich",
+                                    n_kv_heads=1, attn_scale=None, activation="swiglu"),
     # Switch-style: every other FFN of both stacks a top-1 MoE; capacity T never drops.
     "switch_every_2": dict(n_layers=2, n_decoder_layers=2, moe_experts=4, moe_top_k=1,
                            moe_every=2, moe_capacity_factor=4.0),
@@ -69,6 +71,18 @@ def test_cached_decoding_equals_the_uncached_forward(name):
     logits, cache = decode(params, dec[:, t:t + 1], None, cache)
     outs.append(logits)
   np.testing.assert_allclose(np.concatenate(outs, axis=1), reference, atol=3e-5)
+
+
+def test_loop_and_remat_equal_the_scanned_stack():
+  from research.layers.stack import unstack_layers
+
+  cfg, _, params, forward = _setup("switch_every_2")
+  looped = tiny_t5(**CONFIGS["switch_every_2"], scan_layers=False, remat="full")
+  ids, mask, dec = _inputs()
+  reference = forward(params, input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+  other = registry.build(looped).apply({"params": unstack_layers(params)}, input_ids=ids,
+                                       attention_mask=mask, decoder_input_ids=dec)
+  np.testing.assert_allclose(np.asarray(other), np.asarray(reference), atol=2e-5)
 
 
 def test_encoder_is_bidirectional_and_decoder_causal():

@@ -20,7 +20,7 @@ _SMALL = dict(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_dec
 def _loaded(tmp_path, **config):
   reference = perturbed(transformers.SwitchTransformersForConditionalGeneration._from_config(
       transformers.SwitchTransformersConfig(**{**_SMALL, **config}), attn_implementation="eager",
-      dtype=torch.float32), scale=0.2)
+      dtype=torch.float32))
   reference.save_pretrained(tmp_path)
   model, params = research.hf.load(tmp_path)
   return reference, model, params
