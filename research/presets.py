@@ -287,8 +287,9 @@ _T5 = dict(
     norm_bias=False, norm_placement="pre", position="t5", rel_buckets=32, rel_max_distance=128,
     attn_scale=1.0, qkv_bias=False, out_bias=False, mlp_bias=False,
     embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1,
-    # Mesh TensorFlow's T5 initialises the shared embedding from N(0, 1).
-    embed_init_std=1.0,
+    # Mesh TensorFlow's T5 initialisation: the shared embedding from N(0, 1), kernels by fan-in
+    # with attention's 1/sqrt(d) folded into the queries.
+    embed_init_std=1.0, init_scheme="fan_in",
 )
 # v1.0: ReLU, the head tied to the shared embedding (and the decoder output scaled by d^-0.5).
 _T5_V1_0 = dict(_T5, activation="relu", tie_embeddings=True)

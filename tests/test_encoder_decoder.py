@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from research import presets
 from research.config import ModelConfig
 from research.layers.kv_cache import EncoderDecoderCache, StaticKV
 from research.models import registry
@@ -151,6 +152,20 @@ def test_deepnorm_uses_the_encoder_decoder_gains():
   assert float(np.std(q)) == pytest.approx((2.0 / (64 + 64)) ** 0.5, rel=0.05)
 
 
+def test_t5_presets_initialise_as_mesh_tensorflow():
+  """Embedding N(0, 1); kernels N(0, 1/fan_in); queries N(0, 1/(d_model * head_dim))."""
+  cfg = presets.get("t5-v1_1-small-smoke", d_model=128, d_ff=256)
+  params = registry.init_params(cfg, jax.random.key(0))
+  std = lambda x: float(np.std(np.asarray(x)))  # noqa: E731
+  layers = params["decoder"]["blocks"]["layers"]
+  assert std(params["embed"]["tokens"]["embedding"]) == pytest.approx(1.0, rel=0.05)
+  assert std(layers["attn"]["q"]["kernel"]) == pytest.approx((128 * 32) ** -0.5, rel=0.05)
+  assert std(layers["cross_attn"]["k"]["kernel"]) == pytest.approx(128 ** -0.5, rel=0.05)
+  assert std(layers["attn"]["o"]["kernel"]) == pytest.approx(128 ** -0.5, rel=0.05)  # N * H in
+  assert std(layers["mlp"]["wo"]["kernel"]) == pytest.approx(256 ** -0.5, rel=0.05)
+  assert std(params["lm_head"]["kernel"]) == pytest.approx(128 ** -0.5, rel=0.05)
+
+
 def test_switch_stacks_route_every_other_layer():
   cfg, model, params, _ = _setup("switch_every_2")
   for stack in ("encoder", "decoder"):
@@ -179,6 +194,7 @@ def test_ffn_dropout_applies_only_when_training():
     (dict(n_decoder_layers=0), "n_decoder_layers=0 must be > 0"),
     (dict(position="alibi"), "position='alibi' is not supported for family='encoder_decoder'"),
     (dict(parallel_block=True), "parallel_block=True is not supported"),
+    (dict(init_scheme="xavier"), "ModelConfig.init_scheme='xavier' is not allowed"),
     (dict(moe_experts=4, n_layers=2, n_decoder_layers=3, moe_every=2),
      "n_decoder_layers=3 must be divisible by ModelConfig.moe_every=2"),
 ])
@@ -191,3 +207,50 @@ def test_invalid_encoder_decoder_configs_are_named(changes, needle):
 def test_decoder_layers_field_belongs_to_the_family():
   with pytest.raises(ValueError, match="n_decoder_layers=3 only applies to family="):
     ModelConfig(n_decoder_layers=3)
+
+
+@pytest.mark.parametrize("mesh_cfg", ["data2_fsdp2_tensor2", "expert2_data2_tensor2"])
+def test_sharded_training_equals_one_device(mesh_cfg):
+  """Span-corruption steps of a Switch-style model: the same losses and parameters on a mesh
+  of 8 simulated devices as on one (cross-attention, both stacks' MoE, expert parallelism)."""
+  from research.config.mesh import MeshConfig
+  from research.config.optim import OptimizerConfig
+  from research.config.train import TrainConfig
+  from research.data.span_corruption import corrupt_batch
+  from research.sharding.mesh import make_mesh
+  from research.sharding.plan import plan_training
+  from research.train import objectives, optimizer as opt_lib
+  from research.train.state import TrainState
+  from research.train.step import make_train_step
+
+  meshes = {"data2_fsdp2_tensor2": MeshConfig(data=2, fsdp=2, tensor=2),
+            "expert2_data2_tensor2": MeshConfig(data=2, expert=2, tensor=2)}
+  cfg, _, params, _ = _setup("switch_every_2")
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, 90, (8, 33)).astype(np.int32)
+  batch = corrupt_batch({"input_ids": tokens[:, :-1], "targets": tokens[:, 1:],
+                         "segment_ids": np.ones((8, 32), np.int32)},
+                        sentinels=np.arange(96, 80, -1), eos_id=2, pad_id=0,
+                        decoder_start_id=0, seed=0, epoch=0)
+  tx, lr = opt_lib.build(OptimizerConfig(name="sgd", lr=0.5, momentum=0.9, warmup_steps=0), 100)
+
+  def run(mesh_cfg, devices=None):
+    mesh = make_mesh(mesh_cfg, devices)
+    plan = plan_training(cfg, tx, mesh_cfg, mesh)
+    state = jax.device_put(TrainState.create(jax.device_get(params), tx, jax.random.key(1)),
+                           plan.state)
+    step = make_train_step(registry.build(cfg), objectives.seq2seq_lm, tx, lr, TrainConfig(),
+                           grad_shardings=plan.grads)
+    losses = []
+    with plan.scope():
+      step = jax.jit(step, in_shardings=(plan.state, plan.batch), donate_argnums=0)
+      for _ in range(3):
+        state, metrics = step(state, {k: jax.device_put(v, plan.batch) for k, v in batch.items()})
+        losses.append(float(metrics["loss"]))
+    return np.array(losses), jax.device_get(state.params)
+
+  ref_losses, ref_params = run(MeshConfig(data=1), jax.devices()[:1])
+  losses, sharded = run(meshes[mesh_cfg])
+  assert losses[-1] < losses[0]
+  np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, ref_params)

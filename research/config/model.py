@@ -29,6 +29,7 @@ ROPE_SCALINGS = ("none", "linear", "llama3")
 ATTENTION_IMPLS = ("xla",)
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
+INIT_SCHEMES = ("normal", "fan_in")
 # Order in which assignments claim expert slots when capacity is short (research.layers.routing).
 MOE_PRIORITIES = ("token", "choice")
 
@@ -143,6 +144,9 @@ class ModelConfig:
   # Std of the token embedding's initialiser; None: init_std. T5 draws it from N(0, 1) (its tied
   # head rescales by d_model^-0.5, so the initial logits are of order one).
   embed_init_std: float | None = None
+  # Kernels: 'normal' N(0, init_std^2); 'fan_in' N(0, 1/fan_in), queries also / head_dim
+  # (Mesh TensorFlow's T5, for attn_scale=1.0; research/layers/init.py). DeepNorm overrides both.
+  init_scheme: str = "normal"
   # GLM's 2D positions (Du et al. 2022, section 2.2.2): a second id per token, its position
   # inside the blank it fills (0 outside blanks). 'learned' adds a second table; 'rope' rotates
   # half the rotary dims by each id (ChatGLM-6B). prefix_lm only.
@@ -172,6 +176,7 @@ class ModelConfig:
     validate.choice(own, "dtype", self.dtype, DTYPES)
     validate.choice(own, "param_dtype", self.param_dtype, DTYPES)
     validate.choice(own, "remat", self.remat, REMAT_POLICIES)
+    validate.choice(own, "init_scheme", self.init_scheme, INIT_SCHEMES)
     validate.choice(own, "parallel_norms", self.parallel_norms, (1, 2))
     validate.positive(own, "pipeline_stages", self.pipeline_stages)
     validate.positive(own, "pipeline_microbatches", self.pipeline_microbatches)

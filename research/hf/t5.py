@@ -135,7 +135,7 @@ def common_from_hf(hf: HFConfig) -> dict:
       rel_max_distance=hf["relative_attention_max_distance"], attn_scale=1.0,
       qkv_bias=False, out_bias=False, mlp_bias=False, tie_embeddings=tied_head(hf),
       embed_dropout=rate, attn_dropout=rate, resid_dropout=rate, ffn_dropout=rate,
-      embed_init_std=1.0,  # T5's initialisation, should the model be trained further
+      embed_init_std=1.0, init_scheme="fan_in",  # T5's initialisation, for further training
   )
 
 

@@ -46,7 +46,7 @@ class Attention(nn.Module):
           kernel_init=init.kernel_init(cfg, role, 1, self.beta), dtype=dtype, param_dtype=pdtype,
           name=name)
 
-    q = proj("q", n, "heads", "qk")(x_BTD)
+    q = proj("q", n, "heads", "q")(x_BTD)
     if isinstance(cache, StaticKV):
       # Cross-attention while decoding: the encoder's keys/values were projected at prefill.
       k_all, v_all = cache.k, cache.v

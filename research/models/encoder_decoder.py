@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from research.config.model import ModelConfig
-from research.layers import linear, masks, norms
+from research.layers import init, linear, masks, norms
 from research.layers import positions as pos_lib
 from research.layers.block import Block
 from research.layers.cross_block import CrossBlock, CrossBlockCache, CrossContext
@@ -105,7 +105,7 @@ class EncoderDecoder(nn.Module):
     if not cfg.tie_embeddings:
       self.lm_head = linear.Linear(
           (cfg.d_model,), (cfg.vocab_size,), ("embed", "vocab"),
-          kernel_init=linear.normal(cfg.init_std), dtype=jnp.dtype(cfg.dtype),
+          kernel_init=init.kernel_init(cfg, "head", 1), dtype=jnp.dtype(cfg.dtype),
           param_dtype=jnp.dtype(cfg.param_dtype))
 
   def __call__(
