@@ -163,3 +163,7 @@ def test_encoder_decoder_flops_count_both_stacks():
   assert enc.matmul_params_per_token() == 2 * (attn + ffn) + 3 * (2 * attn + ffn) + 64 * 100
   assert enc.flops_per_token(16, training=False) == (
       2 * enc.matmul_params_per_token() + 4 * (2 + 2 * 3) * 16 * 64)
+  # A decoder 4 tokens long per 16 encoder tokens: its weights and attention count a quarter.
+  enc_w, dec_w = 2 * (attn + ffn), 3 * (2 * attn + ffn) + 64 * 100
+  row = 2 * (16 * enc_w + 4 * dec_w) + 4 * 64 * (2 * 16 * 16 + 3 * 4 * 4 + 3 * 4 * 16)
+  assert enc.flops_per_token(16, training=False, decoder_len=4) == pytest.approx(row / 16)

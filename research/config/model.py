@@ -373,8 +373,13 @@ class ModelConfig:
     sent to, not all `moe_experts` (`num_params` counts all of them). Tokens dropped for
     capacity are not discounted, so this is the nominal active count. An encoder_decoder
     model counts a token through the encoder and one through the decoder (self- and
-    cross-attention), as if both sides were equally long.
+    cross-attention, and the head).
     """
+    encoder, decoder = self._stack_matmul_params()
+    return encoder + decoder
+
+  def _stack_matmul_params(self) -> tuple[int, int]:
+    """(weights per encoder token, per decoder token incl. the head); decoder-only: (0, all)."""
     d, h = self.d_model, self.dim_per_head
     matrices = 3 if self.gated else 2
     attn = d * (self.n_heads + 2 * self.num_kv_heads) * h + self.n_heads * h * d
@@ -385,24 +390,32 @@ class ModelConfig:
       n_moe = layers // self.moe_every if self.moe_experts else 0
       return layers * attentions * attn + (layers - n_moe) * dense_ffn + n_moe * moe_ffn
 
-    body = stack(self.n_layers, 1)
+    head = d * self.vocab_size
     if self.family == "encoder_decoder":
-      body += stack(self.decoder_layers, 2)
-    return body + d * self.vocab_size
+      return stack(self.n_layers, 1), stack(self.decoder_layers, 2) + head
+    return 0, stack(self.n_layers, 1) + head
 
-  def flops_per_token(self, seq_len: int, training: bool = True) -> float:
+  def flops_per_token(self, seq_len: int, training: bool = True,
+                      decoder_len: int | None = None) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
 
     Forward: 2 * matmul weights (active ones for MoE) + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
-    attention scores and the weighted values (the causal half is not discounted, as in PaLM);
-    an encoder_decoder model adds its decoder's self- and cross-attention at the same length.
+    attention scores and the weighted values (the causal half is not discounted, as in PaLM).
+    An encoder_decoder model counts per encoder token, for seq_len encoder and decoder_len
+    (None: seq_len) decoder tokens: its decoder's weights, self-attention over decoder_len and
+    cross-attention over seq_len keys, scaled by decoder_len / seq_len.
     Training (forward + backward) is three times the forward.
     """
-    attention_layers = self.n_layers
+    nh = self.n_heads * self.dim_per_head
+    encoder, decoder = self._stack_matmul_params()
     if self.family == "encoder_decoder":
-      attention_layers += 2 * self.decoder_layers
-    attention = 4 * attention_layers * seq_len * self.n_heads * self.dim_per_head
-    forward = 2 * self.matmul_params_per_token() + attention
+      s, t = seq_len, seq_len if decoder_len is None else decoder_len
+      m = self.decoder_layers
+      row = (2 * (encoder * s + decoder * t)
+             + 4 * nh * (self.n_layers * s * s + m * t * t + m * t * s))
+      forward = row / s
+    else:
+      forward = 2 * decoder + 4 * self.n_layers * seq_len * nh
     return 3 * forward if training else forward
 
   # -------------------------------------------------------------- serialisation

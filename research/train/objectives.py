@@ -32,6 +32,9 @@ class Objective:
   prepare: Callable | None = None
   # Whether the loop can sample text from the trained model (a causal or prefix LM).
   samples_text: bool = True
+  # (model config, seq_len) -> FLOPs per pipeline token, when the objective changes the lengths
+  # the model sees (span corruption); None: ModelConfig.flops_per_token(seq_len).
+  flops_per_token: Callable | None = None
 
 
 def apply_model(model, params, rng, deterministic: bool, **inputs):
@@ -109,6 +112,15 @@ def prepare_span_corruption(batch, *, tokenizer, config, epoch):
       seed=config.data.seed, epoch=epoch)
 
 
+def span_corruption_flops(model_cfg, seq_len: int) -> float:
+  """Per pipeline token: a row of seq_len + 1 tokens runs the encoder over its corrupted
+  inputs and the decoder over its targets (research.data.span_corruption.corrupted_lengths)."""
+  from research.data import span_corruption
+
+  encoder, decoder = span_corruption.corrupted_lengths(seq_len + 1)
+  return model_cfg.flops_per_token(encoder, decoder_len=decoder) * encoder / seq_len
+
+
 # GLM's added tokens, as their tokenizers spell them.
 GLM_TOKENS = (("[MASK]", "<mask>"), ("[sop]", "<|startofpiece|>", "<sop>"),
               ("[eop]", "<|endofpiece|>", "<eop>"))
@@ -131,7 +143,7 @@ OBJECTIVES: dict[str, Objective] = {
     "causal_lm": Objective(loss=causal_lm),
     # Raffel et al. (2020): sentinels for 15% noise in spans of mean length 3.
     "span_corruption": Objective(loss=seq2seq_lm, prepare=prepare_span_corruption,
-                                 samples_text=False),
+                                 samples_text=False, flops_per_token=span_corruption_flops),
     # Du et al. (2022): autoregressive blank infilling with 2D positions.
     "blank_infilling": Objective(loss=prefix_lm, prepare=prepare_blank_infilling,
                                  samples_text=False),
