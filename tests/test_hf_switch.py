@@ -1,5 +1,6 @@
 """research.hf.switch: Switch Transformers checkpoints against transformers."""
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_capacity_drops_the_same_tokens(tmp_path):
   batch["attention_mask"][:] = 1  # transformers lets padding claim capacity; we do not
   batch["decoder_attention_mask"][:] = 1
   inputs = {k: np.asarray(v, np.int32) for k, v in batch.items()}
-  _, state = model.apply({"params": params}, **inputs, mutable=["moe"])
+  _, state = jax.jit(lambda p: model.apply({"params": p}, **inputs, mutable=["moe"]))(params)
   dropped = state["moe"]["encoder"]["blocks"]["layers"]["block_1"]["moe"]["dropped_fraction"][0]
   assert np.all(np.asarray(dropped) > 0.3)
   err = relative_error(our_logits(model, params, batch), reference_logits(reference, batch), batch)
