@@ -60,9 +60,11 @@ def smoke(cfg: ModelConfig) -> ModelConfig:
   experts = min(cfg.moe_experts, 8)
   # A factorised embedding (ALBERT) stays factorised: narrower than the smoke width.
   embed_dim = None if cfg.embed_dim is None else 32
+  layers = max(2, cfg.moe_every if experts else 1)
   return cfg.replace(
       embed_dim=embed_dim,
-      vocab_size=256, d_model=64, n_layers=max(2, cfg.moe_every if experts else 1),
+      vocab_size=256, d_model=64, n_layers=layers,
+      n_decoder_layers=None if cfg.n_decoder_layers is None else layers,
       n_heads=n_heads, n_kv_heads=kv, head_dim=None,
       d_ff=None, ffn_multiple_of=1, max_seq_len=256,
       sliding_window=None if cfg.sliding_window is None else 16,
@@ -316,3 +318,99 @@ def albert_base() -> ModelConfig:
   return ModelConfig(**{**_BERT, "vocab_size": 30000, "activation": "gelu_tanh",
                         "embed_dropout": 0.0, "attn_dropout": 0.0, "resid_dropout": 0.0},
                      embed_dim=128, albert_sharing="all")
+
+
+# ------------------------------------------------------ T5 and Switch (encoder-decoder)
+
+# Raffel et al. (2020): pre-RMSNorm without bias, relative position buckets shared by the layers
+# of each stack, no 1/sqrt(d) score scaling, dropout 0.1 everywhere. Shapes from the published
+# config.json files (t5-small, t5-base, google/t5-v1_1-small, google/switch-base-8).
+_T5 = dict(
+    family="encoder_decoder", vocab_size=32128, max_seq_len=512, norm="rmsnorm", norm_eps=1e-6,
+    norm_bias=False, norm_placement="pre", position="t5", rel_buckets=32, rel_max_distance=128,
+    attn_scale=1.0, qkv_bias=False, out_bias=False, mlp_bias=False,
+    embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1,
+    # Mesh TensorFlow's T5 initialisation: the shared embedding from N(0, 1), kernels by fan-in
+    # with attention's 1/sqrt(d) folded into the queries.
+    embed_init_std=1.0, init_scheme="fan_in",
+)
+# v1.0: ReLU, the head tied to the shared embedding (and the decoder output scaled by d^-0.5).
+_T5_V1_0 = dict(_T5, activation="relu", tie_embeddings=True)
+# v1.1: gated-GELU (transformers runs it with the tanh approximation), untied head.
+_T5_V1_1 = dict(_T5, activation="geglu_tanh", tie_embeddings=False)
+
+
+@register("t5-small")
+def t5_small() -> ModelConfig:
+  return ModelConfig(d_model=512, n_layers=6, n_heads=8, d_ff=2048, **_T5_V1_0)
+
+
+@register("t5-base")
+def t5_base() -> ModelConfig:
+  return ModelConfig(d_model=768, n_layers=12, n_heads=12, d_ff=3072, **_T5_V1_0)
+
+
+@register("t5-v1_1-small")
+def t5_v1_1_small() -> ModelConfig:
+  # 6 heads of 64 dims on a 512-wide model: head_dim is not d_model / n_heads.
+  return ModelConfig(d_model=512, n_layers=8, n_heads=6, head_dim=64, d_ff=1024, **_T5_V1_1)
+
+
+@register("switch-base-8")
+def switch_base_8() -> ModelConfig:
+  # Fedus et al. (2021): T5-Base with every other FFN (layers 1, 3, ... of both stacks) a
+  # top-1 mixture of 8 ReLU experts, gated by the full softmax's probability, each expert taking
+  # at most 64 tokens of a sequence (capacity factor 1.0 at 512 tokens). The published loss
+  # weights 0.001 weigh one loss per stack pooled over its 6 MoE layers; ours are per layer,
+  # summed. The router's training-time input jitter (0.01) is not implemented.
+  return t5_base().replace(
+      moe_experts=8, moe_top_k=1, moe_every=2, moe_softmax_after_topk=False,
+      moe_expert_capacity=64, moe_aux_weight=0.001 / 6, moe_z_weight=0.001 / 6)
+
+
+# ------------------------------------------------------------------- GLM (prefix LM)
+
+# Du et al. (2022): bidirectional attention over the blanked text (Part A), causal over the
+# spans being filled in (Part B), 2D positions. Shapes from the published configs; trained
+# with the blank_infilling objective.
+
+
+@register("glm-small")
+def glm_small() -> ModelConfig:
+  # GLM-Base (the paper's 110M model): BERT-base shape and its uncased WordPiece vocabulary
+  # (padded to 30592), Megatron's pre-LN blocks with biases, learned 2D positions, tied head.
+  return ModelConfig(
+      family="prefix_lm", vocab_size=30592, d_model=768, n_layers=12, n_heads=12, d_ff=3072,
+      max_seq_len=512, norm="layernorm", norm_bias=True, norm_eps=1e-5, norm_placement="pre",
+      activation="gelu_tanh", position="learned", block_positions=True, qkv_bias=True,
+      out_bias=True, mlp_bias=True, tie_embeddings=True,
+      embed_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1)
+
+
+@register("chatglm-6b")
+def chatglm_6b() -> ModelConfig:
+  # ChatGLM-6B: post-LN with DeepNorm, alpha = (2N)^(1/2) and init gain (2N)^(-1/2) (GLM-130B,
+  # Zeng et al. 2022, section 2.1; not DeepNet's decoder formula), GeLU, 2D RoPE (half of each
+  # head rotated by the position, half by the block position). Its blocks normalise each
+  # sub-layer's input and add alpha times that normalised input back; the same function is our
+  # DeepNorm block (norm(alpha x + f(x))) after a norm on the embeddings, with the final norm
+  # being the last block's.
+  n = 28
+  return ModelConfig(
+      family="prefix_lm", vocab_size=130528, d_model=4096, n_layers=n, n_heads=32, d_ff=16384,
+      max_seq_len=2048, norm="layernorm", norm_bias=True, norm_eps=1e-5,
+      norm_placement="deepnorm", deepnorm_alpha=(2 * n) ** 0.5, deepnorm_beta=(2 * n) ** -0.5,
+      embed_norm=True, activation="gelu_tanh", position="rope", block_positions=True,
+      qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=True)
+
+
+@register("chatglm2-6b")
+def chatglm2_6b() -> ModelConfig:
+  # ChatGLM2-6B: pre-RMSNorm, SwiGLU, multi-query attention with 2 key/value groups, RoPE on
+  # half of each head (1D positions), q/k/v biases only, untied output layer. ChatGLM2 pairs
+  # rotary dims interleaved; ours pairs halves (a fixed permutation of the q/k weights).
+  return ModelConfig(
+      family="prefix_lm", vocab_size=65024, d_model=4096, n_layers=28, n_heads=32, n_kv_heads=2,
+      head_dim=128, d_ff=13696, max_seq_len=32768, norm="rmsnorm", norm_eps=1e-5,
+      norm_placement="pre", activation="swiglu", position="rope", rope_fraction=0.5,
+      qkv_bias=True, out_bias=False, mlp_bias=False, tie_embeddings=False)

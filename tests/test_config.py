@@ -130,3 +130,40 @@ def test_moe_flops_count_active_experts_and_params_count_all():
   assert moe.matmul_params_per_token() == dense.matmul_params_per_token() + 2 * (64 * 8 + ffn)
   assert moe.num_params() == dense.num_params() + 2 * (64 * 8 + 7 * ffn)
   assert moe.replace(moe_d_ff=32).expert_hidden == 32
+
+
+# ------------------------------------------------------------- encoder-decoder and prefix-LM
+
+
+def test_deepnorm_encoder_decoder_coefficients_follow_the_paper():
+  # DeepNet Table 1, encoder-decoder with N encoder and M decoder layers:
+  # encoder alpha = 0.81 (N^4 M)^(1/16), beta = 0.87 (N^4 M)^(-1/16);
+  # decoder alpha = (3M)^(1/4), beta = (12M)^(-1/4).
+  cfg = ModelConfig(family="encoder_decoder", n_layers=18, n_decoder_layers=6,
+                    norm_placement="deepnorm")
+  (enc_alpha, enc_beta), (dec_alpha, dec_beta) = cfg.deepnorm_encdec()
+  x = 18 ** 4 * 6
+  assert enc_alpha == pytest.approx(0.81 * x ** (1 / 16))
+  assert enc_beta == pytest.approx(0.87 * x ** (-1 / 16))
+  assert dec_alpha == pytest.approx(18 ** 0.25) and dec_beta == pytest.approx(72 ** -0.25)
+  # The paper's 200-layer example (N = M = 100): encoder alpha = 0.81 * 10^(10/16) = 3.4157.
+  (enc_alpha, enc_beta), (dec_alpha, _) = cfg.replace(
+      n_layers=100, n_decoder_layers=100).deepnorm_encdec()
+  assert enc_alpha == pytest.approx(3.4157, abs=1e-4)
+  assert enc_beta == pytest.approx(0.87 * 10 ** (-10 / 16))
+  assert dec_alpha == pytest.approx(300 ** 0.25)
+  overridden = cfg.replace(deepnorm_alpha=2.0).deepnorm_encdec()
+  assert overridden[0][0] == overridden[1][0] == 2.0
+
+
+def test_encoder_decoder_flops_count_both_stacks():
+  enc = ModelConfig(family="encoder_decoder", d_model=64, n_heads=4, n_layers=2,
+                    n_decoder_layers=3, vocab_size=100, activation="relu", d_ff=128)
+  attn, ffn = 4 * 64 * 64, 2 * 64 * 128
+  assert enc.matmul_params_per_token() == 2 * (attn + ffn) + 3 * (2 * attn + ffn) + 64 * 100
+  assert enc.flops_per_token(16, training=False) == (
+      2 * enc.matmul_params_per_token() + 4 * (2 + 2 * 3) * 16 * 64)
+  # A decoder 4 tokens long per 16 encoder tokens: its weights and attention count a quarter.
+  enc_w, dec_w = 2 * (attn + ffn), 3 * (2 * attn + ffn) + 64 * 100
+  row = 2 * (16 * enc_w + 4 * dec_w) + 4 * 64 * (2 * 16 * 16 + 3 * 4 * 4 + 3 * 4 * 16)
+  assert enc.flops_per_token(16, training=False, decoder_len=4) == pytest.approx(row / 16)

@@ -21,6 +21,13 @@ PUBLISHED = {
     # Encoder-only: transformers' base models (embeddings, encoder, pooler), as the model cards
     # count them: bert-base-uncased, roberta-base, albert-base-v2.
     "bert-base": 109_482_240, "roberta-base": 124_645_632, "albert-base": 11_683_584,
+    # Encoder-decoder (tests/test_hf_t5.py rebuilds these with transformers).
+    "t5-small": 60_506_624, "t5-base": 222_903_552, "t5-v1_1-small": 76_961_152,
+    "switch-base-8": 619_339_008,
+    # Prefix LMs. The cards round: ChatGLM2-6B 6.24B, ChatGLM-6B 6.2B, GLM-Base 110M (GLM paper,
+    # Table 1); the exact figures are our architecture's (tests/test_prefix_lm.py checks the
+    # rounding).
+    "chatglm2-6b": 6_243_584_000, "chatglm-6b": 6_173_286_400, "glm-small": 109_337_088,
 }
 
 
@@ -38,7 +45,8 @@ def test_smoke_variant_keeps_the_architecture_and_runs(name):
   full, small = presets.get(name), presets.get(name + "-smoke")
   for field in ("norm", "norm_placement", "activation", "position", "parallel_block",
                 "parallel_norms", "tie_embeddings", "qkv_bias", "embed_norm", "rope_fraction",
-                "family", "type_vocab_size", "position_padding_idx", "albert_sharing", "pooler"):
+                "family", "type_vocab_size", "position_padding_idx", "albert_sharing", "pooler",
+                "attn_scale", "block_positions"):
     assert getattr(small, field) == getattr(full, field), field
   assert (small.embed_dim is None) == (full.embed_dim is None)
   for field in ("moe_top_k", "moe_every", "moe_dropless", "moe_softmax_after_topk", "moe_priority"):
@@ -48,7 +56,8 @@ def test_smoke_variant_keeps_the_architecture_and_runs(name):
   assert kv_kind(small) == kv_kind(full)
   params = registry.init_params(small, jax.random.key(0))
   model = registry.build(small)
-  out = jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, np.zeros((1, 8), np.int32))
+  inputs = registry.dummy_inputs(small, batch=1, length=8)
+  out = jax.jit(lambda p, x: model.apply({"params": p}, **x))(params, inputs)
   if small.family == "encoder":  # a base model: hidden states (and the pooler), no heads
     assert out["hidden"].shape == (1, 8, small.d_model) and out["pooled"].shape == (1, small.d_model)
     out = out["hidden"]

@@ -16,7 +16,8 @@ from research.config.data import DataConfig
 from research.config.mesh import MeshConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
-from research.config.train import ENCODER_OBJECTIVE_HEADS, PAIR_OBJECTIVES, TrainConfig
+from research.config.train import (ENCODER_OBJECTIVE_HEADS, OBJECTIVE_FAMILIES, PAIR_OBJECTIVES,
+                                   TrainConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,11 @@ class ExperimentConfig:
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
   def __post_init__(self):
+    families = OBJECTIVE_FAMILIES.get(self.train.objective, ())
+    if self.model.family not in families:
+      raise ValueError(
+          f"train.objective={self.train.objective!r} does not train model.family="
+          f"{self.model.family!r}; it trains: {', '.join(families)}")
     if self.data.batch_size % self.train.grad_accum:
       raise ValueError(f"data.batch_size={self.data.batch_size} must be divisible by "
                        f"train.grad_accum={self.train.grad_accum}")
@@ -50,14 +56,8 @@ class ExperimentConfig:
     """Encoder objectives need their heads, and sentence-pair objectives their pair data."""
     objective, model = self.train.objective, self.model
     heads = ENCODER_OBJECTIVE_HEADS.get(objective)
-    if heads is None:
-      if model.family == "encoder":
-        raise ValueError(f"train.objective={objective!r} cannot train model.family='encoder'; "
-                         f"choose one of: {', '.join(ENCODER_OBJECTIVE_HEADS)}")
+    if heads is None:  # OBJECTIVE_FAMILIES has matched the objective to the family
       return
-    if model.family != "encoder":
-      raise ValueError(f"train.objective={objective!r} needs model.family='encoder' "
-                       f"(got {model.family!r})")
     missing = [h for h in heads if h not in model.encoder_heads]
     if missing:
       raise ValueError(f"train.objective={objective!r} needs model.encoder_heads to include "

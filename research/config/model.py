@@ -13,7 +13,10 @@ from typing import Any
 
 from research.config import validate
 
-FAMILIES = ("decoder", "encoder")
+# decoder: CausalLM. encoder: BERT-style (research/models/encoder.py). encoder_decoder: T5-style,
+# with cross-attention (research/models/encoder_decoder.py). prefix_lm: GLM-style, bidirectional
+# over a prefix, causal after (research/models/decoder.py).
+FAMILIES = ("decoder", "encoder", "encoder_decoder", "prefix_lm")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
 # Kept in step with the registries in research.layers (tests/test_config.py checks they agree).
@@ -26,6 +29,7 @@ ROPE_SCALINGS = ("none", "linear", "llama3")
 ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "pallas_gpu", "pallas_tpu", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "outputs")
+INIT_SCHEMES = ("normal", "fan_in")
 # Order in which assignments claim expert slots when capacity is short (research.layers.routing).
 MOE_PRIORITIES = ("token", "choice")
 
@@ -123,6 +127,9 @@ class ModelConfig:
   # Expert slots per group of tokens: ceil(factor * top_k * tokens / experts); assignments
   # past an expert's capacity are dropped (their token skips that expert). Unused when dropless.
   moe_capacity_factor: float = 1.25
+  # A fixed number of slots per expert and sequence instead of the factor (Switch Transformers'
+  # published `expert_capacity`, e.g. 64 for sequences of 512 tokens over 8 experts).
+  moe_expert_capacity: int | None = None
   moe_dropless: bool = False
   moe_priority: str = "token"
   # False: gates are the full softmax's probabilities of the chosen experts (Switch).
@@ -169,6 +176,23 @@ class ModelConfig:
   # GPT-2 / Megatron: residual-output projections initialised with std / sqrt(2 n_layers).
   scale_residual_init: bool = False
 
+  # ------------------------------------------- encoder-decoder and prefix-LM families
+  # Decoder layers of an encoder_decoder model (n_layers counts the encoder's); None: n_layers.
+  n_decoder_layers: int | None = None
+  # Dropout on the FFN hidden activations, between the input and output projections (T5's
+  # DenseReluDense drops there as well as on each sub-layer's output).
+  ffn_dropout: float = 0.0
+  # Std of the token embedding's initialiser; None: init_std. T5 draws it from N(0, 1) (its tied
+  # head rescales by d_model^-0.5, so the initial logits are of order one).
+  embed_init_std: float | None = None
+  # Kernels: 'normal' N(0, init_std^2); 'fan_in' N(0, 1/fan_in), queries also / head_dim
+  # (Mesh TensorFlow's T5, for attn_scale=1.0; research/layers/init.py). DeepNorm overrides both.
+  init_scheme: str = "normal"
+  # GLM's 2D positions (Du et al. 2022, section 2.2.2): a second id per token, its position
+  # inside the blank it fills (0 outside blanks). 'learned' adds a second table; 'rope' rotates
+  # half the rotary dims by each id (ChatGLM-6B). prefix_lm only.
+  block_positions: bool = False
+
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = True
@@ -194,6 +218,7 @@ class ModelConfig:
     validate.choice(own, "dtype", self.dtype, DTYPES)
     validate.choice(own, "param_dtype", self.param_dtype, DTYPES)
     validate.choice(own, "remat", self.remat, REMAT_POLICIES)
+    validate.choice(own, "init_scheme", self.init_scheme, INIT_SCHEMES)
     validate.choice(own, "parallel_norms", self.parallel_norms, (1, 2))
     validate.positive(own, "pipeline_stages", self.pipeline_stages)
     validate.positive(own, "pipeline_microbatches", self.pipeline_microbatches)
@@ -205,13 +230,13 @@ class ModelConfig:
         raise ValueError(
             f"{own}.pipeline_stages={self.pipeline_stages} with moe_experts={self.moe_experts} is not "
             "supported: the MoE auxiliary losses are not collected through the pipeline schedule")
-    for name in ("embed_dropout", "attn_dropout", "resid_dropout"):
+    for name in ("embed_dropout", "attn_dropout", "resid_dropout", "ffn_dropout"):
       validate.in_range(own, name, getattr(self, name), 0.0, 1.0 - 1e-6)
     validate.positive(own, "init_std", self.init_std)
     validate.positive(own, "rope_theta", self.rope_theta)
     validate.positive(own, "rope_scaling_factor", self.rope_scaling_factor)
     validate.in_range(own, "rope_fraction", self.rope_fraction, 0.0, 1.0)
-    for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window"):
+    for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window", "embed_init_std"):
       value = getattr(self, name)
       if value is not None:
         validate.positive(own, name, value)
@@ -227,6 +252,7 @@ class ModelConfig:
         )
     self._validate_moe(own)
     self._validate_encoder(own)
+    self._validate_family(own)
     if self.parallel_block and self.norm_placement not in ("pre", "post"):
       raise ValueError(
           f"{own}.parallel_block=True needs norm_placement 'pre' or 'post', got "
@@ -250,6 +276,8 @@ class ModelConfig:
     if self.moe_d_ff is not None:
       validate.positive(own, "moe_d_ff", self.moe_d_ff)
     validate.positive(own, "moe_capacity_factor", self.moe_capacity_factor)
+    if self.moe_expert_capacity is not None:
+      validate.positive(own, "moe_expert_capacity", self.moe_expert_capacity)
     validate.choice(own, "moe_priority", self.moe_priority, MOE_PRIORITIES)
     validate.positive(own, "moe_aux_weight", self.moe_aux_weight, allow_zero=True)
     validate.positive(own, "moe_z_weight", self.moe_z_weight, allow_zero=True)
@@ -298,7 +326,48 @@ class ModelConfig:
             f"{own}.albert_sharing={self.albert_sharing!r} shares one sub-layer across otherwise "
             "distinct layers, which a scanned stack cannot hold; set scan_layers=False")
 
+  def _validate_family(self, own: str) -> None:
+    """Fields and combinations the encoder_decoder and prefix_lm families add or exclude."""
+    if self.n_decoder_layers is not None:
+      if self.family != "encoder_decoder":
+        raise ValueError(f"{own}.n_decoder_layers={self.n_decoder_layers} only applies to "
+                         f"family='encoder_decoder', not {self.family!r}")
+      validate.positive(own, "n_decoder_layers", self.n_decoder_layers)
+    if self.block_positions:
+      if self.family != "prefix_lm":
+        raise ValueError(f"{own}.block_positions=True only applies to family='prefix_lm', not "
+                         f"{self.family!r}")
+      if self.position not in ("learned", "rope"):
+        raise ValueError(f"{own}.block_positions=True needs position 'learned' or 'rope', got "
+                         f"{self.position!r}")
+      if self.position == "rope" and self.rope_dims % 4:
+        raise ValueError(
+            f"{own}.block_positions=True with position='rope' splits the {self.rope_dims} rotary "
+            "dims into two halves of even size; rope_dims must be divisible by 4")
+    if self.family in ("decoder", "encoder"):  # the encoder's own checks: _validate_encoder
+      return
+    if self.position == "alibi":
+      raise ValueError(f"{own}.position='alibi' is not supported for family={self.family!r}: "
+                       "ALiBi's bias is defined for causal attention only")
+    if self.sliding_window is not None:
+      raise ValueError(f"{own}.sliding_window={self.sliding_window} is not supported for "
+                       f"family={self.family!r} (the window is one-sided, for causal attention)")
+    if self.family == "encoder_decoder":
+      if self.parallel_block:
+        raise ValueError(f"{own}.parallel_block=True is not supported for family='encoder_decoder'")
+      if self.pipeline_stages > 1:
+        raise ValueError(f"{own}.pipeline_stages={self.pipeline_stages} is not supported for "
+                         "family='encoder_decoder'")
+      if self.moe_experts:
+        validate.divisible(own, "n_decoder_layers", self.decoder_layers, "moe_every",
+                           self.moe_every)
+
   # ---------------------------------------------------------------- derived sizes
+
+  @property
+  def decoder_layers(self) -> int:
+    """Layers of an encoder_decoder model's decoder stack."""
+    return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
 
   @property
   def num_kv_heads(self) -> int:
@@ -358,12 +427,32 @@ class ModelConfig:
     """DeepNet (Wang et al. 2022, Table 1) residual scale alpha and init gain beta.
 
     Decoder-only and encoder-only stacks of N layers: alpha = (2N)^(1/4), beta = (8N)^(-1/4).
-    Encoder-decoder families override this with `deepnorm_encdec`.
+    Encoder-decoder families use `deepnorm_encdec` instead.
     """
     n = self.n_layers
     alpha = (2 * n) ** 0.25 if self.deepnorm_alpha is None else self.deepnorm_alpha
     beta = (8 * n) ** -0.25 if self.deepnorm_beta is None else self.deepnorm_beta
     return alpha, beta
+
+  def deepnorm_encdec(self) -> tuple[tuple[float, float], tuple[float, float]]:
+    """DeepNet (Wang et al. 2022, Table 1) ((alpha, beta) of the encoder, of the decoder) for an
+    encoder of N = n_layers and a decoder of M = decoder_layers layers:
+
+      encoder  alpha = 0.81 (N^4 M)^(1/16),  beta = 0.87 (N^4 M)^(-1/16)
+      decoder  alpha = (3M)^(1/4),           beta = (12M)^(-1/4)
+
+    `deepnorm_alpha` / `deepnorm_beta`, when set, replace both stacks' values.
+    """
+    n, m = self.n_layers, self.decoder_layers
+    encoder = (0.81 * (n ** 4 * m) ** (1 / 16), 0.87 * (n ** 4 * m) ** (-1 / 16))
+    decoder = ((3 * m) ** 0.25, (12 * m) ** -0.25)
+
+    def override(pair):
+      alpha = pair[0] if self.deepnorm_alpha is None else self.deepnorm_alpha
+      beta = pair[1] if self.deepnorm_beta is None else self.deepnorm_beta
+      return alpha, beta
+
+    return override(encoder), override(decoder)
 
   # ------------------------------------------------------------- derived counts
 
@@ -381,16 +470,29 @@ class ModelConfig:
 
     MoE layers count the ACTIVE weights: the router and the `moe_top_k` experts a token is
     sent to, not all `moe_experts` (`num_params` counts all of them). Tokens dropped for
-    capacity are not discounted, so this is the nominal active count.
+    capacity are not discounted, so this is the nominal active count. An encoder_decoder
+    model counts a token through the encoder and one through the decoder (self- and
+    cross-attention, and the head).
     """
+    encoder, decoder = self._stack_matmul_params()
+    return encoder + decoder
+
+  def _stack_matmul_params(self) -> tuple[int, int]:
+    """(weights per encoder token, per decoder token incl. the head); decoder-only: (0, all)."""
     d, h = self.d_model, self.dim_per_head
     matrices = 3 if self.gated else 2
     attn = d * (self.n_heads + 2 * self.num_kv_heads) * h + self.n_heads * h * d
     dense_ffn = d * self.ffn_hidden * matrices
     moe_ffn = d * self.moe_experts + self.moe_top_k * d * self.expert_hidden * matrices
-    n_moe = self.n_moe_layers
-    return (self.n_layers * attn + (self.n_layers - n_moe) * dense_ffn + n_moe * moe_ffn
-            + self._head_matmul_params())
+
+    def stack(layers: int, attentions: int) -> int:
+      n_moe = layers // self.moe_every if self.moe_experts else 0
+      return layers * attentions * attn + (layers - n_moe) * dense_ffn + n_moe * moe_ffn
+
+    head = self._head_matmul_params()
+    if self.family == "encoder_decoder":
+      return stack(self.n_layers, 1), stack(self.decoder_layers, 2) + head
+    return 0, stack(self.n_layers, 1) + head
 
   def _head_matmul_params(self) -> int:
     """Matrices outside the blocks: the LM head; for encoders, what their heads multiply."""
@@ -402,15 +504,27 @@ class ModelConfig:
       total += d * e + e * v
     return total
 
-  def flops_per_token(self, seq_len: int, training: bool = True) -> float:
+  def flops_per_token(self, seq_len: int, training: bool = True,
+                      decoder_len: int | None = None) -> float:
     """Model FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B).
 
     Forward: 2 * matmul weights (active ones for MoE) + 2 * 2 * n_layers * seq_len * n_heads * head_dim for the
     attention scores and the weighted values (the causal half is not discounted, as in PaLM).
+    An encoder_decoder model counts per encoder token, for seq_len encoder and decoder_len
+    (None: seq_len) decoder tokens: its decoder's weights, self-attention over decoder_len and
+    cross-attention over seq_len keys, scaled by decoder_len / seq_len.
     Training (forward + backward) is three times the forward.
     """
-    attention = 4 * self.n_layers * seq_len * self.n_heads * self.dim_per_head
-    forward = 2 * self.matmul_params_per_token() + attention
+    nh = self.n_heads * self.dim_per_head
+    encoder, decoder = self._stack_matmul_params()
+    if self.family == "encoder_decoder":
+      s, t = seq_len, seq_len if decoder_len is None else decoder_len
+      m = self.decoder_layers
+      row = (2 * (encoder * s + decoder * t)
+             + 4 * nh * (self.n_layers * s * s + m * t * t + m * t * s))
+      forward = row / s
+    else:
+      forward = 2 * decoder + 4 * self.n_layers * seq_len * nh
     return 3 * forward if training else forward
 
   # -------------------------------------------------------------- serialisation

@@ -21,7 +21,7 @@ from research.config.experiment import ExperimentConfig
 from research.config.model import ModelConfig
 from research.config.optim import OptimizerConfig
 from research.config.masking import MaskingConfig
-from research.config.train import ENCODER_OBJECTIVE_HEADS, PAIR_OBJECTIVES, TrainConfig
+from research.config.train import DEFAULT_OBJECTIVE, ENCODER_OBJECTIVE_HEADS, PAIR_OBJECTIVES, TrainConfig
 from research.config.validate import close_matches
 
 EXPERIMENTS: dict[str, Callable[[], ExperimentConfig]] = {}
@@ -70,16 +70,22 @@ def smoke() -> ExperimentConfig:
 
 
 def from_preset(name: str) -> ExperimentConfig:
-  """A model preset with default training; smoke variants train on synthetic data."""
+  """A model preset with default training and its family's objective (span corruption for
+  encoder-decoders, blank infilling for prefix LMs, the preset's pretraining objective for
+  encoders); smoke variants train on synthetic data."""
   model = presets.get(name)
   if model.family == "encoder":
     return _encoder_experiment(name, model)
+  objective = DEFAULT_OBJECTIVE[model.family]
   if name.endswith("-smoke"):
-    return smoke().replace(name=name, model=model)
+    base = smoke()
+    return base.replace(name=name, model=model,
+                        train=dataclasses.replace(base.train, objective=objective))
   return ExperimentConfig(
       name=name, model=model,
       data=DataConfig(dataset="tinyshakespeare", tokenizer=TokenizerConfig(kind="char"),
-                      seq_len=min(1024, model.max_seq_len), batch_size=8))
+                      seq_len=min(1024, model.max_seq_len), batch_size=8),
+      train=TrainConfig(objective=objective))
 
 
 # ---- Encoder-only presets: pretrained with their objective (presets.PRETRAINING_OBJECTIVES) ----

@@ -22,7 +22,19 @@ ENCODER_OBJECTIVE_HEADS = {
 # Objectives that read sentence pairs, and the DataConfig.pairs that builds them.
 PAIR_OBJECTIVES = {"mlm_nsp": "nsp", "mlm_sop": "sop"}
 
-OBJECTIVES = ("causal_lm",) + tuple(ENCODER_OBJECTIVE_HEADS)
+OBJECTIVES = ("causal_lm", "span_corruption", "blank_infilling") + tuple(ENCODER_OBJECTIVE_HEADS)
+# The model families each objective trains, and each family's objective when none is chosen
+# (research.config.registry.from_preset; ExperimentConfig checks the pair).
+OBJECTIVE_FAMILIES = {
+    "causal_lm": ("decoder", "prefix_lm"),
+    "span_corruption": ("encoder_decoder",),
+    "blank_infilling": ("prefix_lm",),
+    **{name: ("encoder",) for name in ENCODER_OBJECTIVE_HEADS},
+}
+DEFAULT_OBJECTIVE = {
+    "decoder": "causal_lm", "encoder": "mlm", "encoder_decoder": "span_corruption",
+    "prefix_lm": "blank_infilling",
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ ModelConfig that several types express is written as the first of them.
 
 from research.hf import llama, gpt2, neox, falcon, bloom, mixtral  # noqa: F401  (registration, in order)
 from research.hf import bert, albert  # noqa: F401  (encoder-only: bert, roberta, albert)
+from research.hf import t5, switch  # noqa: F401  (encoder-decoder types)
 from research.hf.convert import config_from_hf, config_to_hf, load, save
 from research.hf.errors import ConversionError
 from research.hf.registry import supported

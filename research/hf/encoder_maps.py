@@ -129,7 +129,7 @@ def common_mismatches(cfg: ModelConfig, model_type: str, class_prefix: str) -> l
       has_final_norm=False, embed_norm=True, gated=False, position="learned", qkv_bias=True,
       out_bias=True, mlp_bias=True, parallel_block=False, attn_scale=None,
       num_kv_heads=cfg.n_heads, tie_embeddings=True, moe_experts=0, crf=False,
-      embed_dropout=cfg.resid_dropout)
+      embed_dropout=cfg.resid_dropout, embed_scale=False)
   reasons += config_maps.derived_head_dim(cfg)
   if cfg.type_vocab_size < 1:
     reasons.append("type_vocab_size=0 (transformers always has a token-type table; use 1)")

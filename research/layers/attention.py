@@ -1,7 +1,8 @@
 """Multi-head attention with grouped key/value heads (MHA when K == N, MQA when K == 1).
 
 Projections: q "BTD,DNH->BTNH", k/v "BSD,DKH->BSKH", out "BTNH,NHD->BTD". The score
-computation is delegated to the backend named by `cfg.attention_impl`.
+computation is delegated to the backend named by `cfg.attention_impl`. Cross-attention reads
+its keys/values from `kv_BSD`; while decoding, from a `StaticKV` computed once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from research.layers import attention_backends, init, linear
 from research.layers import positions as pos_lib
-from research.layers.kv_cache import LayerCache
+from research.layers.kv_cache import LayerCache, StaticKV
 from research.layers.masks import AttentionBias, AttentionMask
 from research.layers.paged_kv_cache import PagedLayerCache
 
@@ -32,10 +33,10 @@ class Attention(nn.Module):
       mask: AttentionMask,
       bias: AttentionBias | None,
       positions_BT: jax.Array,
-      cache: LayerCache | PagedLayerCache | None = None,
+      cache: LayerCache | PagedLayerCache | StaticKV | None = None,
       deterministic: bool = True,
       kv_BSD: jax.Array | None = None,
-  ) -> tuple[jax.Array, LayerCache | PagedLayerCache | None]:
+  ) -> tuple[jax.Array, LayerCache | PagedLayerCache | StaticKV | None]:
     cfg = self.cfg
     d, n, k, h = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -46,15 +47,16 @@ class Attention(nn.Module):
           kernel_init=init.kernel_init(cfg, role, 1, self.beta), dtype=dtype, param_dtype=pdtype,
           name=name)
 
-    source = x_BTD if kv_BSD is None else kv_BSD
-    q = proj("q", n, "heads", "qk")(x_BTD)
-    k_new = proj("k", k, "kv_heads", "qk")(source)
-    v_new = proj("v", k, "kv_heads", "v")(source)
-
-    if cfg.position == "rope" and self.self_attention:
-      inv_freq = pos_lib.rope_inv_freq(cfg)
-      q = pos_lib.apply_rope(q, positions_BT, inv_freq)
-      k_new = pos_lib.apply_rope(k_new, positions_BT, inv_freq)
+    q = proj("q", n, "heads", "q")(x_BTD)
+    if isinstance(cache, StaticKV):
+      # Cross-attention while decoding: the encoder's keys/values were projected at prefill.
+      k_new, v_new = cache.k, cache.v
+    else:
+      source = x_BTD if kv_BSD is None else kv_BSD
+      k_new = proj("k", k, "kv_heads", "qk")(source)
+      v_new = proj("v", k, "kv_heads", "v")(source)
+      if cfg.position == "rope" and self.self_attention:
+        q, k_new = pos_lib.rotate_queries_keys(cfg, q, k_new, positions_BT)
 
     rate = 0.0 if deterministic else cfg.attn_dropout
     backend = attention_backends.for_config(cfg)
@@ -63,7 +65,7 @@ class Attention(nn.Module):
         dropout_rate=rate,
         dropout_rng=self.make_rng("dropout") if rate > 0.0 else None,
     )
-    if cache is not None:
+    if cache is not None and not isinstance(cache, StaticKV):
       # Contiguous or paged (research.layers.kv_cache / paged_kv_cache): the cache writes
       # this step's keys/values and attends over everything written so far.
       cache, out_BTNH, probs = cache.attend(q, k_new, v_new, mask, bias, backend, **options)

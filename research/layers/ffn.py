@@ -2,6 +2,7 @@
 
 Einsums: "BTD,DF->BTF" in, "BTF,FD->BTD" out. Gated activations (Shazeer 2020) use two
 input matrices, `wi_gate` through the activation and `wi_up` linear, multiplied.
+`ffn_dropout` drops hidden activations between the two projections (T5).
 """
 
 from __future__ import annotations
@@ -37,5 +38,7 @@ class MLP(nn.Module):
     else:
       hidden = act(dense("wi", (d,), (f,), ("embed", "mlp"), "ffn_in")(x_BTD))
     self.sow("intermediates", "ffn_hidden", hidden)
+    # T5 (Raffel et al. 2020) also drops on the hidden activations; ffn_dropout = 0 elsewhere.
+    hidden = nn.Dropout(cfg.ffn_dropout)(hidden, deterministic=deterministic)
     out = dense("wo", (f,), (d,), ("mlp", "embed"), "ffn_out")(hidden)
     return checkpoint_name(out, "mlp_out")

@@ -50,6 +50,15 @@ class LayerCache:
 
 
 @flax.struct.dataclass
+class StaticKV:
+  """Keys/values projected once and reused by every later step: cross-attention over a fixed
+  encoder output while decoding. `Attention` skips its key/value projections when given one."""
+
+  k: jax.Array  # [B, S, K, H]
+  v: jax.Array  # [B, S, K, H]
+
+
+@flax.struct.dataclass
 class KVCache:
   k: jax.Array  # [L, B, S, K, H]
   v: jax.Array  # [L, B, S, K, H]
@@ -59,10 +68,13 @@ class KVCache:
   next_position: jax.Array  # int32[B]: position the next real token gets
 
   @classmethod
-  def init(cls, cfg, batch: int, max_len: int, dtype=None) -> "KVCache":
-    """An empty cache of `max_len` slots for `cfg` (a ModelConfig)."""
+  def init(cls, cfg, batch: int, max_len: int, dtype=None,
+           n_layers: int | None = None) -> "KVCache":
+    """An empty cache of `max_len` slots for `cfg` (a ModelConfig) and `n_layers` layers
+    (None: cfg.n_layers; an encoder-decoder's decoder passes its own depth)."""
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
+    layers = cfg.n_layers if n_layers is None else n_layers
+    shape = (layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
     zeros = jnp.zeros((batch, max_len), jnp.int32)
     return cls(
         k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), segment=zeros, position=zeros,
@@ -99,3 +111,34 @@ class KVCache:
         length=self.length + valid_BT.shape[1],
         next_position=self.next_position + valid_BT.sum(axis=1, dtype=jnp.int32),
     )
+
+
+@flax.struct.dataclass
+class EncoderDecoderCache:
+  """An encoder-decoder's decoding state: the decoder's own keys/values (a KVCache of its
+  layers), every decoder layer's keys/values of the encoder output, and the encoder's padding.
+
+  `cross` is a LayerCache of S slots until the first decoder step projects the encoder output
+  into it, and a StaticKV from then on, so later steps reuse it instead of re-projecting.
+  """
+
+  self_attn: KVCache
+  cross: LayerCache | StaticKV  # k, v: [L, B, S, K, H]
+  encoder_segment: jax.Array  # int32[B, S]: 0 marks encoder padding
+
+  @classmethod
+  def init(cls, cfg, encoder_segment: jax.Array, max_len: int, dtype=None) -> "EncoderDecoderCache":
+    """An empty cache of `max_len` decoder slots over an encoder output with this padding."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    batch, source_len = encoder_segment.shape
+    layers = cfg.decoder_layers
+    shape = (layers, batch, source_len, cfg.num_kv_heads, cfg.dim_per_head)
+    cross = LayerCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                       write_index=jnp.zeros((layers, batch), jnp.int32))
+    return cls(self_attn=KVCache.init(cfg, batch, max_len, dtype, n_layers=layers), cross=cross,
+               encoder_segment=jnp.asarray(encoder_segment, jnp.int32))
+
+  @property
+  def cross_ready(self) -> bool:
+    """Whether the encoder's keys/values are already projected (static: a pytree type)."""
+    return isinstance(self.cross, StaticKV)

@@ -243,6 +243,8 @@ class MoE(nn.Module):
     else:
       if cfg.moe_dropless:
         capacity = limit = t
+      elif cfg.moe_expert_capacity is not None:
+        capacity = limit = min(t, cfg.moe_expert_capacity)
       else:
         capacity = routing.expert_capacity(t, n_experts, k, cfg.moe_capacity_factor)
         limit = routing.group_capacity(valid_BT, n_experts, k, cfg.moe_capacity_factor)

@@ -49,14 +49,15 @@ class LearnedPositions(nn.Module):
 # ------------------------------------------------------------------------------------ RoPE
 
 
-def rope_inv_freq(cfg) -> np.ndarray:
+def rope_inv_freq(cfg, dims: int | None = None) -> np.ndarray:
   """Rotary inverse frequencies theta^(-2i/d) (Su et al. 2021, eq. 15), with scaling.
 
   'linear' (Chen et al. 2023, position interpolation) divides every frequency by the factor;
   'llama3' divides only the low frequencies and interpolates between (Llama 3.1 report,
   as implemented in Meta's reference code and transformers' `_compute_llama3_parameters`).
+  `dims` is the rotated width (None: cfg.rope_dims).
   """
-  dims = cfg.rope_dims
+  dims = cfg.rope_dims if dims is None else dims
   inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, dims, 2, dtype=np.float64) / dims))
   factor = cfg.rope_scaling_factor
   if cfg.rope_scaling == "linear":
@@ -92,6 +93,27 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray)
   if rot == x_BTNH.shape[-1]:
     return rotated
   return jnp.concatenate([rotated, x_BTNH[..., rot:]], axis=-1)
+
+
+def rotate_queries_keys(cfg, q_BTNH: jax.Array, k_BTKH: jax.Array, positions: jax.Array):
+  """RoPE on queries and keys: 1D for int[B, T] positions, GLM's 2D for int[B, T, 2].
+
+  2D (ChatGLM-6B; Du et al. 2022, section 2.2.2): the rotary dims split into two halves,
+  the first rotated by the position id, the second by the block position id, each half with
+  the frequencies of a rotary embedding of its own width.
+  """
+  if positions.ndim == 2:
+    inv_freq = rope_inv_freq(cfg)
+    return apply_rope(q_BTNH, positions, inv_freq), apply_rope(k_BTKH, positions, inv_freq)
+  half = cfg.rope_dims // 2
+  inv_freq = rope_inv_freq(cfg, half)
+
+  def rotate(x):
+    first = apply_rope(x[..., :half], positions[..., 0], inv_freq)
+    second = apply_rope(x[..., half:], positions[..., 1], inv_freq)
+    return jnp.concatenate([first, second], axis=-1)
+
+  return rotate(q_BTNH), rotate(k_BTKH)
 
 
 # ----------------------------------------------------------------------------------- ALiBi

@@ -3,7 +3,9 @@
 Both forms give the same function; the scanned form stores each parameter with a leading
 'layers' axis, the loop form as `layers_0`, `layers_1`, ... Rematerialisation wraps the
 block with the policy named by `cfg.remat`. When only every k-th layer is a mixture of experts,
-the repeated unit is a group of k blocks (`BlockGroup`).
+the repeated unit is a group of k blocks (`BlockGroup`). `context`, when given, is passed to
+every block after `deterministic` (an encoder-decoder's decoder blocks read the encoder output
+and the cross-attention mask from it), broadcast over the layers like the mask.
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ class BlockGroup(nn.Module):
   block_kwargs: tuple = ()
 
   @nn.compact
-  def __call__(self, x, mask, bias, positions, cache: LayerCache | None = None, deterministic=True):
+  def __call__(self, x, mask, bias, positions, cache: LayerCache | None = None, deterministic=True,
+               context=None):
+    extra = () if context is None else (context,)
     new_caches = []
     for j in range(self.size):
       layer_cache = None if cache is None else jax.tree.map(lambda a, j=j: a[j], cache)
       x, layer_cache = self.block(
           self.cfg, moe=j == self.size - 1, name=f"block_{j}", **dict(self.block_kwargs))(
-              x, mask, bias, positions, layer_cache, deterministic)
+              x, mask, bias, positions, layer_cache, deterministic, *extra)
       new_caches.append(layer_cache)
     if cache is None:
       return x, None
@@ -78,11 +82,14 @@ class Stack(nn.Module):
   block_kwargs: tuple = ()  # (name, value) pairs passed to every block
 
   @nn.compact
-  def __call__(self, x, mask, bias, positions, cache: LayerCache | None = None, deterministic=True):
+  def __call__(self, x, mask, bias, positions, cache: LayerCache | None = None, deterministic=True,
+               context=None):
     cfg = self.cfg
     block = self.block
+    extra = () if context is None else (context,)
     if cfg.remat != "none":
-      # static_argnums counts self as 0: x=1, mask=2, bias=3, positions=4, cache=5, det=6.
+      # static_argnums counts self as 0: x=1, mask=2, bias=3, positions=4, cache=5, det=6
+      # (context=7 is traced).
       block = nn.remat(
           block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
           static_argnums=(6,))
@@ -101,6 +108,8 @@ class Stack(nn.Module):
       # Initialisation (below) creates the parameters exactly as the plain scanned stack.
       if cache is not None:
         raise ValueError("pipeline parallelism is for training; decode with pipeline_stages=1")
+      if context is not None:
+        raise ValueError("pipeline parallelism does not pass a block context (encoder-decoder)")
       dropout = not deterministic and max(cfg.attn_dropout, cfg.resid_dropout) > 0
       out = pipeline.run(
           self.variables["params"]["layers"], cfg, unit(cfg, parent=None, **kwargs), x, mask,
@@ -112,17 +121,18 @@ class Stack(nn.Module):
           unit,
           variable_axes={"params": 0, "intermediates": 0, MOE_COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+          in_axes=(nn.broadcast,) * 3 + (0,) + (nn.broadcast,) * (1 + len(extra)),
           length=groups,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      x, cache = scanned(cfg, name="layers", **kwargs)(x, mask, bias, positions, cache, deterministic)
+      x, cache = scanned(cfg, name="layers", **kwargs)(
+          x, mask, bias, positions, cache, deterministic, *extra)
     else:
       new_caches = []
       for g in range(groups):
         unit_cache = None if cache is None else jax.tree.map(lambda a, g=g: a[g], cache)
         x, unit_cache = unit(cfg, name=f"layers_{g}", **kwargs)(
-            x, mask, bias, positions, unit_cache, deterministic)
+            x, mask, bias, positions, unit_cache, deterministic, *extra)
         new_caches.append(unit_cache)
       if cache is not None:
         cache = jax.tree.map(lambda *a: jax.numpy.stack(a), *new_caches)

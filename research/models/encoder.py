@@ -67,6 +67,8 @@ class EncoderEmbedder(nn.Module):
   def __call__(self, ids_BT, positions_BT, types_BT, deterministic=True):
     cfg = self.cfg
     x = self.tokens(ids_BT)
+    if cfg.embed_scale:
+      x = x * jnp.asarray(cfg.embedding_width ** 0.5, x.dtype)
     if cfg.position == "learned":
       x = x + self.positions(positions_BT).astype(x.dtype)
     elif cfg.position == "sinusoidal":

@@ -16,10 +16,14 @@ import jax.numpy as jnp
 from research.config.model import ModelConfig
 from research.models.decoder import CausalLM
 from research.models.encoder import Encoder
+from research.models.encoder_decoder import EncoderDecoder
 
 FAMILIES: dict[str, type[nn.Module]] = {
     "decoder": CausalLM,
     "encoder": Encoder,  # BERT, RoBERTa, ALBERT (research/models/encoder.py)
+    "encoder_decoder": EncoderDecoder,
+    # GLM-style prefix LM: the causal LM with a bidirectional prefix and 2D positions.
+    "prefix_lm": CausalLM,
 }
 
 
@@ -31,7 +35,10 @@ def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 8) -> dict[str,
   """Smallest inputs that touch every parameter of the family (for init and eval_shape)."""
   length = min(length, cfg.max_seq_len)
   batch = max(batch, cfg.pipeline_microbatches)
-  return {"input_ids": jnp.zeros((batch, length), jnp.int32)}
+  ids = jnp.zeros((batch, length), jnp.int32)
+  if cfg.family == "encoder_decoder":
+    return {"input_ids": ids, "decoder_input_ids": ids}
+  return {"input_ids": ids}
 
 
 def _boxed_init(cfg: ModelConfig, rng: jax.Array):

@@ -127,7 +127,8 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   writer = MetricsWriter(run_dir, tensorboard=tcfg.tensorboard, enabled=primary)
   writer.truncate_after(start)
   peak, peak_source = hardware.peak_flops(model_cfg.dtype)
-  flops_per_token = model_cfg.flops_per_token(cfg.data.seq_len)
+  flops_per_token = (objective.flops_per_token(model_cfg, cfg.data.seq_len)
+                     if objective.flops_per_token else model_cfg.flops_per_token(cfg.data.seq_len))
   tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
   mesh_desc = " x ".join(f"{a}={n}" for a, n in mesh.shape.items() if n > 1) or "one device"
   say(f"{cfg.name}: {model_cfg.num_params():,} params | {mesh.devices.size} device(s) in "

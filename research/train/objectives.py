@@ -32,6 +32,9 @@ class Objective:
   prepare: Callable | None = None
   # Whether the loop can sample text from the trained model (a causal or prefix LM).
   samples_text: bool = True
+  # (model config, seq_len) -> FLOPs per pipeline token, when the objective changes the lengths
+  # the model sees (span corruption); None: ModelConfig.flops_per_token(seq_len).
+  flops_per_token: Callable | None = None
 
 
 def apply_model(model, params, rng, deterministic: bool, **inputs):
@@ -68,8 +71,83 @@ def causal_lm(model, params, batch, rng, deterministic=False):
   return loss_sum + aux * weight, weight, metrics
 
 
+# ---------------------------------------------------- encoder-decoder and prefix-LM objectives
+
+
+def seq2seq_lm(model, params, batch, rng, deterministic=False):
+  """Teacher-forced cross-entropy of an encoder-decoder's decoder; `loss_mask` selects targets."""
+  logits, aux, extra = apply_model(
+      model, params, rng, deterministic, input_ids=batch["input_ids"],
+      attention_mask=batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
+      decoder_attention_mask=batch["decoder_attention_mask"])
+  loss_sum, weight, correct = token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  metrics = {"loss": loss_sum, "accuracy": correct, **{k: v * weight for k, v in extra.items()}}
+  return loss_sum + aux * weight, weight, metrics
+
+
+def prefix_lm(model, params, batch, rng, deterministic=False):
+  """Cross-entropy of a prefix LM over its scored targets (GLM: Part B of blank infilling)."""
+  inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], prefix_len=batch["prefix_len"])
+  if model.cfg.block_positions:
+    inputs["block_position_ids"] = batch["block_position_ids"]
+  logits, aux, extra = apply_model(model, params, rng, deterministic, **inputs)
+  loss_sum, weight, correct = token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  metrics = {"loss": loss_sum, "accuracy": correct, **{k: v * weight for k, v in extra.items()}}
+  return loss_sum + aux * weight, weight, metrics
+
+
+def prepare_span_corruption(batch, *, tokenizer, config, epoch):
+  """T5's span corruption of each row (research.data.span_corruption); sentinels are the
+  tokenizer's <extra_id_k> or the top ids of the model's vocabulary, fresh noise each epoch."""
+  from research.data import noising, span_corruption
+
+  spans = span_corruption.noise_counts(batch["input_ids"].shape[1] + 1)[1]
+  sentinels = noising.added_token_ids(
+      tokenizer, config.model.vocab_size, [(f"<extra_id_{k}>",) for k in range(spans)],
+      "span_corruption's sentinels")
+  pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+  return span_corruption.corrupt_batch(
+      batch, sentinels=sentinels, eos_id=tokenizer.eos_id, pad_id=pad, decoder_start_id=pad,
+      seed=config.data.seed, epoch=epoch)
+
+
+def span_corruption_flops(model_cfg, seq_len: int) -> float:
+  """Per pipeline token: a row of seq_len + 1 tokens runs the encoder over its corrupted
+  inputs and the decoder over its targets (research.data.span_corruption.corrupted_lengths)."""
+  from research.data import span_corruption
+
+  encoder, decoder = span_corruption.corrupted_lengths(seq_len + 1)
+  return model_cfg.flops_per_token(encoder, decoder_len=decoder) * encoder / seq_len
+
+
+# GLM's added tokens, as their tokenizers spell them.
+GLM_TOKENS = (("[MASK]", "<mask>"), ("[sop]", "<|startofpiece|>", "<sop>"),
+              ("[eop]", "<|endofpiece|>", "<eop>"))
+
+
+def prepare_blank_infilling(batch, *, tokenizer, config, epoch):
+  """GLM's blank infilling of each row (research.data.blank_infilling), fresh spans each epoch."""
+  from research.data import blank_infilling, noising
+
+  mask_id, start_id, end_id = noising.added_token_ids(
+      tokenizer, config.model.vocab_size, GLM_TOKENS, "blank_infilling's [MASK], [sop], [eop]")
+  return blank_infilling.infill_batch(
+      batch, mask_id=mask_id, start_id=start_id, end_id=end_id,
+      pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0, seed=config.data.seed,
+      epoch=epoch, two_d=config.model.block_positions)
+
+
 # Kept in step with research.config.train.OBJECTIVES (tests/test_config.py checks).
-OBJECTIVES: dict[str, Objective] = {"causal_lm": Objective(loss=causal_lm)}
+OBJECTIVES: dict[str, Objective] = {
+    "causal_lm": Objective(loss=causal_lm),
+    # Raffel et al. (2020): sentinels for 15% noise in spans of mean length 3.
+    "span_corruption": Objective(loss=seq2seq_lm, prepare=prepare_span_corruption,
+                                 samples_text=False, flops_per_token=span_corruption_flops),
+    # Du et al. (2022): autoregressive blank infilling with 2D positions.
+    "blank_infilling": Objective(loss=prefix_lm, prepare=prepare_blank_infilling,
+                                 samples_text=False),
+}
 
 # ---- Encoder-only objectives (research/train/encoder_objectives.py) ----
 from research.train import encoder_objectives  # noqa: E402  (it uses the helpers above)
