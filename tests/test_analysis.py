@@ -48,9 +48,12 @@ def test_capture_returns_every_layer_with_its_shape(cfg, moe_layers):
   assert [h is None for h in trace.ffn_hidden] == [i in moe_layers for i in range(L)]
   assert all(h.shape == (B, T, F) for h in trace.ffn_hidden if h is not None)
   assert trace.final_hidden.shape == (B, T, D) and trace.logits.shape == (B, T, cfg.vocab_size)
-  # Attention rows are distributions over the visible keys (causal, padding excluded).
+  # Attention rows are distributions over the visible keys (causal, padding excluded); a
+  # padding query sees no key and has no weights at all.
   probs = trace.attention_probs
-  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+  real = np.broadcast_to(_ids()[1][None, :, None, :] == 1, probs.shape[:-1])
+  np.testing.assert_allclose(probs.sum(-1)[real], 1.0, atol=1e-5)
+  assert np.all(probs.sum(-1)[~real] == 0)
   assert np.all(np.triu(probs[:, 0], k=1) == 0) and np.all(np.triu(probs[:, 1, :, 2:, 2:], k=1) == 0)
   assert np.all(probs[:, 1, :, 2:, :2] == 0)  # real queries never see the padding
 

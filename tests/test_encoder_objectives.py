@@ -177,12 +177,13 @@ def test_mlm_with_pair_prediction_learns_both(objective):
 
 
 @pytest.mark.parametrize("changes, needle", [
-    (dict(train=TrainConfig(objective="mlm"), model=ModelConfig()), "needs model.family='encoder'"),
+    (dict(train=TrainConfig(objective="mlm"), model=ModelConfig()),
+     "train.objective='mlm' does not train model.family='decoder'; it trains: encoder"),
     (dict(model=ModelConfig(**MODEL, encoder_heads=("mlm",)),
           train=TrainConfig(objective="mlm_nsp")), "model.encoder_heads to include ['nsp']"),
     (dict(model=ModelConfig(**MODEL, encoder_heads=("mlm", "nsp")),
           train=TrainConfig(objective="mlm_nsp")), "needs data.pairs='nsp'"),
-    (dict(model=ModelConfig(**MODEL)), "train.objective='causal_lm' cannot train"),
+    (dict(model=ModelConfig(**MODEL)), "train.objective='causal_lm' does not train model.family='encoder'"),
 ])
 def test_experiment_refuses_mismatched_objectives(changes, needle):
   with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("(", r"\(")):

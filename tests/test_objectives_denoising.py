@@ -31,7 +31,7 @@ def test_objective_and_family_must_agree():
   with pytest.raises(ValueError, match="train.objective='causal_lm' does not train model.family="
                                        "'encoder_decoder'; it trains: decoder, prefix_lm"):
     ExperimentConfig(model=t5)
-  assert set(DEFAULT_OBJECTIVE) == {"decoder", "encoder_decoder", "prefix_lm"}
+  assert set(DEFAULT_OBJECTIVE) == {"decoder", "encoder", "encoder_decoder", "prefix_lm"}
   ExperimentConfig(model=t5, train=TrainConfig(objective="span_corruption"))
   # A prefix LM also trains as a plain causal LM (no prefix).
   ExperimentConfig(model=t5.replace(family="prefix_lm"))

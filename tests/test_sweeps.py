@@ -100,7 +100,8 @@ def test_a_backend_that_cannot_take_a_bias_is_caught_for_alibi_and_t5(tmp_path, 
     return attention_backends.xla_attention(q, k, v, mask, bias, **kwargs)
 
   monkeypatch.setattr(model_config, "ATTENTION_IMPLS", (*model_config.ATTENTION_IMPLS, "nobias"))
-  monkeypatch.setitem(attention_backends.BACKENDS, "nobias", no_bias)
+  monkeypatch.setitem(attention_backends.REGISTRY, "nobias",
+                      attention_backends.Entry(no_bias, lambda *a, **k: None))
   sweep = _sweep(hyper.product([hyper.sweep("model.position", ["rope", "alibi", "t5"]),
                                 hyper.fixed({"model.attention_impl": "nobias"})]))
   with pytest.raises(SweepError) as err:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 Backend = Callable[..., tuple[jax.Array, jax.Array | None]]
 
-__all__ = ["BACKENDS", "UnsupportedAttention", "for_config", "get", "xla_attention"]
+__all__ = ["REGISTRY", "UnsupportedAttention", "for_config", "get", "xla_attention"]
 
 
 def xla_attention(
@@ -148,7 +148,6 @@ def auto_attention(q_BTNH, k_BSKH, v_BSKH, mask, bias, *, scale, dropout_rate=0.
 
 
 REGISTRY["auto"] = Entry(auto_attention, _xla_unsupported, _BLOCKS)
-BACKENDS: dict[str, Backend] = {name: entry.fn for name, entry in REGISTRY.items()}
 
 
 def get(name: str) -> Backend:
