@@ -7,7 +7,7 @@ import dataclasses
 from research.config import validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-OBJECTIVES = ("causal_lm",)
+OBJECTIVES = ("causal_lm", "sft")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,12 @@ class TrainConfig:
   loss_scale_period: int = 2000  # good steps before the fp16 loss scale doubles
   # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
   max_nonfinite: int = 10
+  # Fine-tuning: start from the parameters of a run directory (its checkpoint `init_step`,
+  # None: the newest) or of a Hugging Face save_pretrained directory. Only parameters are
+  # taken; the optimizer, step and data position start afresh. With a PEFT method this is the
+  # frozen base model.
+  init_from: str | None = None
+  init_step: int | None = None
 
   log_every: int = 50
   eval_every: int = 500
@@ -51,6 +57,10 @@ class TrainConfig:
     for name in ("eval_every", "checkpoint_every", "sample_every", "sample_tokens"):
       validate.positive(own, name, getattr(self, name), allow_zero=True)
     validate.positive(own, "loss_scale_init", self.loss_scale_init)
+    if self.init_from is not None and not self.init_from:
+      raise ValueError(f"{own}.init_from is empty; give a run or Hugging Face directory, or none")
+    if self.init_step is not None:
+      validate.positive(own, "init_step", self.init_step, allow_zero=True)
     validate.positive(own, "sample_temperature", self.sample_temperature, allow_zero=True)
 
   @property

@@ -55,7 +55,7 @@ class Dataset:
     pad = self.tokenizer.pad_id
     # Padded positions are masked out everywhere; without a pad token any id serves.
     return Layout(self.config.seq_len, self.config.pack, self.config.loss_on == "answer",
-                  0 if pad is None else pad)
+                  0 if pad is None else pad, self.config.cross_document_attention)
 
   @property
   def order_tag(self) -> str:
@@ -98,7 +98,8 @@ def build(cfg: DataConfig) -> Dataset:
   source = documents.source(cfg)
   if cfg.loss_on == "answer" and not source.has_answers:
     raise ValueError(
-        f"DataConfig.loss_on='answer' needs a question/answer source (a synthetic task), "
+        f"DataConfig.loss_on='answer' needs a question/answer source (a synthetic task or a "
+        f".jsonl file of prompt/response records), "
         f"but {cfg.source_name!r} is plain text; use loss_on='all'")
   root = cfg.resolved_cache_dir()
   tokenizer = _tokenizer(cfg, source, root)
@@ -119,7 +120,8 @@ def build(cfg: DataConfig) -> Dataset:
   return ds
 
 
-def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.SyntheticSource,
+def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.SyntheticSource
+               | documents.JsonlSource,
                root: pathlib.Path) -> Tokenizer:
   """Loads the tokenizer of kind "file"; else the cached one trained on this source, else
   trains it (on the whole source: both splits) and caches it."""
