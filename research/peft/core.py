@@ -196,11 +196,11 @@ def bind(method_cls: Callable[[PeftConfig], Method], cfg: PeftConfig, base: nn.M
   model = PeftModel(base, method)
   base_boxed = boxed_shapes(base, base.cfg)
   adapter = subtract(boxed_shapes(model, base.cfg), base_boxed)
+  peft = Peft(method, model, base_boxed, adapter)
+  method.check(peft)
   if not flat(adapter):
     raise ValueError(f"peft.method={cfg.method!r} found nothing to adapt in this "
                      f"{base.cfg.family} model")
-  peft = Peft(method, model, base_boxed, adapter)
-  method.check(peft)
   return peft
 
 

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.config.peft import TARGET_ALIASES
 from research.layers import linear
 from research.peft import core
 
@@ -65,8 +66,9 @@ class LoRA(core.Method):
 
   def check(self, peft):
     modules = adapted(peft.adapter_boxed)
-    for target in self.cfg.expanded_targets():
-      if not any(_matches((target,), m) for m in modules):
+    for target in self.cfg.targets:
+      names = TARGET_ALIASES.get(target, (target,))
+      if not any(_matches(names, m) for m in modules):
         names = sorted({"/".join(p[-3:-1]) for p in core.flat(peft.base_boxed) if p[-1] == "kernel"})
         raise ValueError(f"peft.targets: {target!r} matches no projection of this model; its "
                          f"projections end in: {', '.join(names)}")

@@ -79,12 +79,15 @@ def response_exact_match(logits, targets, weights):
   """(responses predicted exactly, responses) as float32 counts.
 
   A response is a maximal run of scored targets: loss_on="answer" scores each response and
-  its EOS, and never the prompt between two (in packed rows, a response cut by the row's end
-  counts once in each row). It is exact when every argmax prediction in it is right; under
-  teacher forcing that holds exactly when greedy decoding from the prompt reproduces the
-  response and then stops.
+  its EOS, and never the prompt between two. It is exact when every argmax prediction in it is
+  right; under teacher forcing that holds exactly when greedy decoding from the prompt
+  reproduces the response and then stops. In packed rows, a run at the start of a row has
+  its prompt in the previous row and is not counted; a response cut by the row's end is
+  scored on its visible part (research.train.evaluate scores whole, unpacked pairs).
   """
   scored = weights > 0
+  # A run at the start of a row continues a response of the previous row: leave it out.
+  scored = scored & (jnp.cumsum(~scored, axis=1) > 0)
   wrong = scored & (jnp.argmax(logits, axis=-1) != targets)
   starts = scored & ~jnp.pad(scored[:, :-1], ((0, 0), (1, 0)))
   n = scored.size
