@@ -165,7 +165,8 @@ def check_resumable(run_dir: pathlib.Path, config) -> None:
 
 def _read_only_manager(run_dir: pathlib.Path):
   return ocp.CheckpointManager(run_dir.absolute() / "checkpoints", item_names=("params", "train", "meta"),
-                               options=ocp.CheckpointManagerOptions(read_only=True))
+                               options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                    save_interval_steps=0))
 
 
 def saved_steps(run_dir: str | pathlib.Path) -> list[int]:

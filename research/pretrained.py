@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
                   "pipeline_stages", "pipeline_microbatches", "embed_dropout", "attn_dropout",
                   "resid_dropout")
+# Fields that only shape a fresh initialisation.
+INIT_FIELDS = ("init_std", "scale_residual_init")
 
 
 @dataclasses.dataclass
@@ -75,20 +77,34 @@ def load(path: str | pathlib.Path, step: int | None = None) -> Pretrained:
   return Pretrained(config.model, model, params, tokenizer, {"path": str(path), "kind": "run", "step": step})
 
 
+def _architecture(cfg: ModelConfig) -> dict[str, Any]:
+  """The fields that decide the function and the parameters, with "None means derived"
+  fields resolved (n_kv_heads None is n_heads, ...) and init-only fields left out."""
+  out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS + INIT_FIELDS}
+  out.update(n_kv_heads=cfg.num_kv_heads, head_dim=cfg.dim_per_head, d_ff=cfg.ffn_hidden,
+             final_norm=cfg.has_final_norm,
+             moe_d_ff=cfg.expert_hidden if cfg.moe_experts else None,
+             deepnorm_alpha=cfg.deepnorm()[0] if cfg.norm_placement == "deepnorm" else None,
+             deepnorm_beta=None, glu_param_matched=None, ffn_multiple_of=None)
+  if cfg.position != "learned":
+    out["max_seq_len"] = None  # sizes nothing but a learned position table
+  return out
+
+
 def architecture_differences(run: ModelConfig, source: ModelConfig) -> list[str]:
-  """'field: run -> source' for every architecture field in which two configs differ."""
-  a, b = run.to_dict(), source.to_dict()
-  return [f"model.{k}: {a[k]!r} here, {b[k]!r} in the checkpoint" for k in a
-          if a[k] != b[k] and k not in RUNTIME_FIELDS]
+  """'model.field: run, source' for every architecture field in which two configs differ."""
+  a, b = _architecture(run), _architecture(source)
+  return [f"model.{k}: {a[k]!r} here, {b[k]!r} in the checkpoint" for k in a if a[k] != b[k]]
 
 
 def check_compatible(run: ModelConfig, source: Pretrained, what: str) -> None:
   diffs = architecture_differences(run, source.model_cfg)
   if diffs:
-    raise ValueError(
-        f"{what}={source.reference['path']} has another architecture than this run's model:\n  "
-        + "\n  ".join(diffs) + "\nStart from its config (--config "
-        f"{source.reference['path']}/config.json for a run) or set these model fields.")
+    path = source.reference["path"]
+    hint = (f"start from its config (--config {path}/config.json)" if source.reference["kind"] == "run"
+            else "build the model config with research.hf.config_from_hf")
+    raise ValueError(f"{what}={path} has another architecture than this run's model:\n  "
+                     + "\n  ".join(diffs) + f"\nSet these model fields, or {hint}.")
 
 
 def to_layout(params, source: ModelConfig, target: ModelConfig):

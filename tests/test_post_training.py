@@ -98,3 +98,22 @@ def test_distillation_from_a_teacher_run(base_run, tmp_path, chunk):
   # The reported loss is the mix: 0.5 * 4 * KL + 0.5 * CE.
   r = records[0]
   assert r["loss"] == pytest.approx(0.5 * 4 * r["kl"] + 0.5 * r["ce"], rel=1e-4)
+
+
+def test_a_hugging_face_directory_is_a_starting_point(tmp_path):
+  import research.hf
+  from research import pretrained
+  from research.models import registry
+  from support import tiny
+
+  cfg = tiny(vocab_size=64, d_model=32, d_ff=48)
+  params = registry.init_params(cfg, jax.random.key(0))
+  research.hf.save(registry.build(cfg), params, tmp_path / "hf")
+  source = pretrained.load(tmp_path / "hf")
+  assert source.reference == {"path": str(tmp_path / "hf"), "kind": "hf", "step": None}
+  jax.tree.map(np.testing.assert_array_equal, source.params, params)
+  pretrained.check_compatible(cfg.replace(remat="full", scan_layers=False), source, "train.init_from")
+  with pytest.raises(ValueError, match="model.n_layers: 3 here, 2 in the checkpoint"):
+    pretrained.check_compatible(cfg.replace(n_layers=3), source, "train.init_from")
+  looped = pretrained.to_layout(source.params, source.model_cfg, cfg.replace(scan_layers=False))
+  assert "layers_1" in looped["blocks"]

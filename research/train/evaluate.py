@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import pathlib
 import sys
 
 import jax
 
 from research import checkpoint, data
 from research.config import overrides as overrides_lib
+from research.config.data import TokenizerConfig
 from research.train import objectives
 
 
@@ -54,7 +56,11 @@ def responses(model, params, dataset, max_batches: int | None = None) -> dict[st
 
 
 def evaluate_run(workdir: str, step: int | None = None, overrides=()) -> dict[str, float]:
+  """Scores a run on its validation pairs, or on other data (`overrides`, e.g. one task of a
+  mixture: data.dataset=copy), always through the run's own tokenizer."""
   config, model, params = checkpoint.restore(workdir, step=step)
+  tokenizer = TokenizerConfig(kind="file", path=str(pathlib.Path(workdir) / "tokenizer"))
+  config = config.replace(data=config.data.replace(tokenizer=tokenizer))
   config = overrides_lib.apply(config, ["data.pack=false", "data.loss_on=answer", *overrides])
   scores = responses(model, params, data.build(config.data))
   return {"workdir": str(workdir), "step": step if step is not None else checkpoint.saved_steps(workdir)[-1],

@@ -126,8 +126,6 @@ def setup(cfg: ExperimentConfig, model_cfg, objective, tokenizer) -> Setup:
     frozen["base"], frozen_boxed["base"] = params, tuned.base_boxed
     out.model, out.tuned, out.init_params = tuned.model, tuned, tuned.init
     assemble_student = lambda trained, frozen: tuned.combine(frozen["base"], trained)  # noqa: E731
-    log.info("peft.method=%s trains %d of %d parameters", cfg.peft.method, tuned.num_trainable(),
-             peft_core.count(tuned.base_boxed))
   else:
     out.initial_params = params
 

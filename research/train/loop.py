@@ -144,6 +144,12 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   say(f"{cfg.name}: {model_cfg.num_params():,} params | {mesh.devices.size} device(s) in "
       f"{jax.process_count()} process(es), mesh {mesh_desc} | {dataset.train_tokens:,} train tokens "
       f"| peak {peak / 1e9:,.0f} GFLOP/s per device ({peak_source})", flush=True)
+  if ft.tuned is not None:
+    say(f"peft.method={cfg.peft.method}: training {ft.tuned.num_trainable():,} parameters; the "
+        f"base ({ft.base['path'] if 'path' in ft.base else 'random init'}) is frozen", flush=True)
+  if cfg.distill.enabled:
+    say(f"distilling from {cfg.distill.teacher} (T={cfg.distill.temperature}, "
+        f"alpha={cfg.distill.alpha})", flush=True)
 
   def evaluate() -> dict[str, float]:
     """eval_loss and the objective's other metrics over the validation batches."""
