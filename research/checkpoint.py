@@ -163,19 +163,44 @@ def check_resumable(run_dir: pathlib.Path, config) -> None:
 # ------------------------------------------------------------------------------ analysis
 
 
+def _read_only_manager(run_dir: pathlib.Path):
+  return ocp.CheckpointManager(run_dir.absolute() / "checkpoints", item_names=("params", "train", "meta"),
+                               options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                    save_interval_steps=0))
+
+
+def saved_steps(run_dir: str | pathlib.Path) -> list[int]:
+  """The steps checkpointed under a run directory, ascending (orbax names finished steps by
+  number; unfinished ones carry a temporary suffix)."""
+  root = pathlib.Path(run_dir) / "checkpoints"
+  if not root.is_dir():
+    return []
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+
+
 def restore(run_dir: str | pathlib.Path, step: int | None = None):
   """(config, model, params) of a run, without optimizer state: for notebooks and analysis.
 
-  `step` None takes the newest checkpoint that restores.
+  `step` None takes the newest checkpoint that restores. A PEFT run's checkpoints hold only
+  the adapter; research.peft.restore_run joins it to the base it names (model: a PeftModel).
   """
   from research.models import registry
 
   run_dir = pathlib.Path(run_dir)
   config = read_config(run_dir)
+  if config.peft.enabled:
+    from research.peft import io as peft_io
+
+    return peft_io.restore_run(run_dir, config, step)
   model = registry.build(config.model)
-  abstract = registry.param_shapes(config.model)
-  manager = ocp.CheckpointManager(run_dir.absolute() / "checkpoints", item_names=("params", "train", "meta"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  return config, model, restore_params(run_dir, registry.param_shapes(config.model), step)
+
+
+def restore_params(run_dir: str | pathlib.Path, abstract, step: int | None = None):
+  """The `params` item of a run's checkpoint `step` (None: the newest that restores), shaped
+  (and, with shardings on `abstract`, placed) as `abstract`."""
+  run_dir = pathlib.Path(run_dir)
+  manager = _read_only_manager(run_dir)
   steps = sorted(manager.all_steps())
   if not steps:
     raise FileNotFoundError(f"no checkpoints under {run_dir / 'checkpoints'}")
@@ -185,7 +210,7 @@ def restore(run_dir: str | pathlib.Path, step: int | None = None):
   for s in candidates:
     try:
       out = manager.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
-      return config, model, out.params
+      return out.params
     except Exception as err:
       if step is not None:
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 from typing import Any
 
 from research.config import validate
@@ -51,6 +52,23 @@ DEFAULT_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
 LOSS_ON = ("all", "answer")
 # Sentence-pair rows for encoder pretraining (research/data/pairs.py).
 PAIRS = ("none", "nsp", "sop")
+# Placeholders of `DataConfig.template` besides {prompt} and {response}: the tokenizer's
+# special tokens of these roles.
+TEMPLATE_TOKENS = ("sep", "bos", "eos")
+
+
+def check_template(template: str, where: str) -> None:
+  """Raises unless {prompt} and {response} occur once each, in that order, and every other
+  placeholder is one of TEMPLATE_TOKENS."""
+  found = re.findall(r"\{(\w+)\}", template)
+  for name in found:
+    if name not in ("prompt", "response", *TEMPLATE_TOKENS):
+      raise ValueError(f"{where}={template!r}: unknown placeholder {{{name}}}; allowed: {{prompt}}, "
+                       "{response}, " + ", ".join(f"{{{t}}}" for t in TEMPLATE_TOKENS))
+  if found.count("prompt") != 1 or found.count("response") != 1:
+    raise ValueError(f"{where}={template!r} must hold {{prompt}} and {{response}} exactly once each")
+  if template.index("{prompt}") > template.index("{response}"):
+    raise ValueError(f"{where}={template!r}: {{prompt}} must come before {{response}}")
 
 
 def role_of(symbol: str) -> str | None:
@@ -67,7 +85,8 @@ class TokenizerConfig:
 
   kind: `char` (one token per character of the corpus), `sentencepiece_bpe`,
   `sentencepiece_unigram`, `bytelevel_bpe` (GPT-2/RoBERTa), `wordpiece` (BERT), or `file`
-  (a sentencepiece `.model`, a `tokenizer.json`, or a directory holding one, loaded as is).
+  (a sentencepiece `.model`, a `tokenizer.json`, or a directory holding one, loaded as is;
+  also a directory `Tokenizer.save` wrote, such as a run's `tokenizer/`).
   """
 
   kind: str = "char"
@@ -207,7 +226,8 @@ class DataConfig:
 
   # A registered dataset (research.data.sources) or synthetic task (research.data.synthetic).
   dataset: str = "tinyshakespeare"
-  # Any local UTF-8 text file, one document; set, it replaces `dataset`.
+  # Any local UTF-8 text file, one document; set, it replaces `dataset`. A `.jsonl` file holds
+  # one prompt/response record per line instead (supervised fine-tuning).
   path: str | None = None
   tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
   seq_len: int = 256
@@ -225,6 +245,19 @@ class DataConfig:
   add_bos: bool = True
   # Which targets carry loss: "all", or "answer" (the responses of question/answer tasks).
   loss_on: str = "all"
+  # How a prompt/response pair becomes one document (research.data.prompt_response): {prompt} and
+  # {response} in order, literal text, special-token symbols of the tokenizer, and {sep},
+  # {bos}, {eos}; the document ends with EOS. The answer (loss_on="answer") runs from the first
+  # token of {response} through the EOS. None: "{prompt}{response}" for the synthetic tasks
+  # (their prompts end in "="), "{prompt}{sep}{response}" for JSONL files.
+  template: str | None = None
+  # The fields of a JSONL record.
+  prompt_field: str = "prompt"
+  response_field: str = "response"
+  # Packed rows: False keeps attention inside each document (segment_ids); True lets every
+  # token attend to the earlier documents of its row too (GPT-2-style packing), with positions
+  # running on across the row. The loss masks are the same either way.
+  cross_document_attention: bool = False
   synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
   # None: $RESEARCH_CACHE_DIR, else ~/.cache/research.
   cache_dir: str | None = None
@@ -255,11 +288,20 @@ class DataConfig:
         raise ValueError(f"{own}.pairs={self.pairs!r} has no answer tokens; use loss_on='all'")
       if self.seq_len < 5:
         raise ValueError(f"{own}.seq_len={self.seq_len} cannot hold [CLS] A [SEP] B [SEP]")
+    if self.template is not None:
+      check_template(self.template, f"{own}.template")
+    for name in ("prompt_field", "response_field"):
+      if not getattr(self, name):
+        raise ValueError(f"{own}.{name} is empty")
     for name, cls in (("tokenizer", TokenizerConfig), ("synthetic", SyntheticConfig)):
       if not isinstance(getattr(self, name), cls):
         raise ValueError(
             f"{own}.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}"
         )
+
+  @property
+  def is_jsonl(self) -> bool:
+    return bool(self.path) and self.path.endswith(".jsonl")
 
   @property
   def source_name(self) -> str:

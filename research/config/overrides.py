@@ -38,12 +38,23 @@ def flat_keys(cls_or_obj, prefix: str = "") -> list[str]:
 
 
 def apply(config, overrides: Iterable[str]):
+  """`config` with the overrides applied. Each section validates itself as it changes; the
+  checks across sections run once at the end, so their order does not matter
+  (`train.objective=sft data.loss_on=answer`)."""
+  changes: dict[str, Any] = {}
   for item in overrides:
     key, sep, raw = item.partition("=")
     if not sep or not key:
       raise ValueError(f"override {item!r} is not of the form key=value (e.g. model.n_layers=4)")
-    config = _set(config, key.strip().split("."), raw.strip(), key.strip(), config)
-  return config
+    path = key.strip().split(".")
+    hints = typing.get_type_hints(type(config))
+    if len(path) > 1 and dataclasses.is_dataclass(hints.get(path[0])):
+      section = changes.get(path[0], getattr(config, path[0]))
+      changes[path[0]] = _set(section, path[1:], raw.strip(), key.strip(), config)
+    else:
+      config = _set(dataclasses.replace(config, **changes), path, raw.strip(), key.strip(), config)
+      changes = {}
+  return dataclasses.replace(config, **changes) if changes else config
 
 
 def _set(obj, path: list[str], raw: str, full_key: str, root):

@@ -22,11 +22,13 @@ ENCODER_OBJECTIVE_HEADS = {
 # Objectives that read sentence pairs, and the DataConfig.pairs that builds them.
 PAIR_OBJECTIVES = {"mlm_nsp": "nsp", "mlm_sop": "sop"}
 
-OBJECTIVES = ("causal_lm", "span_corruption", "blank_infilling") + tuple(ENCODER_OBJECTIVE_HEADS)
+OBJECTIVES = (("causal_lm", "sft", "span_corruption", "blank_infilling")
+              + tuple(ENCODER_OBJECTIVE_HEADS))
 # The model families each objective trains, and each family's objective when none is chosen
 # (research.config.registry.from_preset; ExperimentConfig checks the pair).
 OBJECTIVE_FAMILIES = {
     "causal_lm": ("decoder", "prefix_lm"),
+    "sft": ("decoder",),
     "span_corruption": ("encoder_decoder",),
     "blank_infilling": ("prefix_lm",),
     **{name: ("encoder",) for name in ENCODER_OBJECTIVE_HEADS},
@@ -53,6 +55,12 @@ class TrainConfig:
   max_nonfinite: int = 10
   # How the mlm, mlm_nsp and mlm_sop objectives mask their inputs.
   mlm: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
+  # Fine-tuning: start from the parameters of a run directory (its checkpoint `init_step`,
+  # None: the newest) or of a Hugging Face save_pretrained directory. Only parameters are
+  # taken; the optimizer, step and data position start afresh. With a PEFT method this is the
+  # frozen base model.
+  init_from: str | None = None
+  init_step: int | None = None
 
   log_every: int = 50
   eval_every: int = 500
@@ -80,6 +88,10 @@ class TrainConfig:
     for name in ("eval_every", "checkpoint_every", "sample_every", "sample_tokens"):
       validate.positive(own, name, getattr(self, name), allow_zero=True)
     validate.positive(own, "loss_scale_init", self.loss_scale_init)
+    if self.init_from is not None and not self.init_from:
+      raise ValueError(f"{own}.init_from is empty; give a run or Hugging Face directory, or none")
+    if self.init_step is not None:
+      validate.positive(own, "init_step", self.init_step, allow_zero=True)
     validate.positive(own, "sample_temperature", self.sample_temperature, allow_zero=True)
 
   @property

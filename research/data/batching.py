@@ -5,7 +5,8 @@ A batch is a dict of numpy arrays holding this host's rows of the global batch:
 - `loss_mask` float32[b, T]: 1 where the target counts: it is no padding, lies in the
   input's document, and (loss_on="answer") is an answer token;
 - `segment_ids` int32[b, T]: 1, 2, ... for the documents of the row in order, 0 for padding
-  (the model's convention: attention stays inside a segment, positions restart in each).
+  (the model's convention: attention stays inside a segment, positions restart in each);
+  with `cross_document` every real token is segment 1, so attention spans the row.
 
 A row is a span of at most T + 1 tokens of a split's stream, so inputs and targets are the
 same tokens shifted by one. Packed rows are consecutive windows of the stream
@@ -42,6 +43,7 @@ class Layout:
   pad_id: int
   # Sentence-pair rows: `starts` are anchor documents (research.data.pairs).
   pairs: pairs_lib.PairSpec | None = None
+  cross_document: bool = False
 
   def gather(self, split: TokenizedSplit, starts: np.ndarray, lengths: np.ndarray,
              epoch: int = 0) -> Batch:
@@ -64,7 +66,7 @@ class Layout:
       loss &= split.answer[index[:, 1:]]
     # Documents are contiguous in the stream, so subtracting the row's first one numbers
     # them 1, 2, ... in order.
-    segments = np.where(real, docs[:, :-1] - docs[:, :1] + 1, 0)
+    segments = np.where(real, 1 if self.cross_document else docs[:, :-1] - docs[:, :1] + 1, 0)
     return {
         "input_ids": np.where(real, tokens[:, :-1], self.pad_id).astype(np.int32),
         "targets": tokens[:, 1:],

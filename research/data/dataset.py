@@ -56,7 +56,7 @@ class Dataset:
     pad = 0 if pad is None else pad
     # Padded positions are masked out everywhere; without a pad token any id serves.
     return Layout(self.config.seq_len, self.config.pack, self.config.loss_on == "answer",
-                  pad, self._pair_spec(pad))
+                  pad, self._pair_spec(pad), self.config.cross_document_attention)
 
   def _pair_spec(self, pad: int) -> pairs.PairSpec | None:
     c, tok = self.config, self.tokenizer
@@ -118,7 +118,8 @@ def build(cfg: DataConfig) -> Dataset:
                      "is a synthetic task, one document per example already")
   if cfg.loss_on == "answer" and not source.has_answers:
     raise ValueError(
-        f"DataConfig.loss_on='answer' needs a question/answer source (a synthetic task), "
+        f"DataConfig.loss_on='answer' needs a question/answer source (a synthetic task or a "
+        f".jsonl file of prompt/response records), "
         f"but {cfg.source_name!r} is plain text; use loss_on='all'")
   root = cfg.resolved_cache_dir()
   tokenizer = _tokenizer(cfg, source, root)
@@ -140,7 +141,8 @@ def build(cfg: DataConfig) -> Dataset:
   return ds
 
 
-def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.SyntheticSource,
+def _tokenizer(cfg: DataConfig, source: documents.TextSource | documents.SyntheticSource
+               | documents.JsonlSource,
                root: pathlib.Path) -> Tokenizer:
   """Loads the tokenizer of kind "file"; else the cached one trained on this source, else
   trains it (on the whole source: both splits) and caches it."""

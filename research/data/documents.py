@@ -12,6 +12,9 @@ answer (for loss_on="answer").
   last val_fraction of the lines validating.
 - A synthetic task gives one document per (prompt, response) example, generated disjoint
   per split; the response tokens and the closing EOS are the answer.
+- A `.jsonl` file of prompt/response records gives one document per record; its last
+  `val_fraction` of records validate. Pairs become documents through DataConfig.template
+  (research.data.prompt_response), the synthetic tasks' as well.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from research.config.data import DataConfig
-from research.data import sources, synthetic
+from research.data import prompt_response, sources, synthetic
 from research.tokenizers import Tokenizer
 
 # Bump when the way documents become tokens changes: it invalidates cached token files.
@@ -150,37 +153,85 @@ class SyntheticSource:
   def identity(self) -> str:
     spec = {"task": self.name, "synthetic": dataclasses.asdict(self.cfg.synthetic),
             "val_fraction": self.cfg.val_fraction, "generator": FORMAT_VERSION}
+    if self.cfg.template is not None:  # unset keeps the cache keys of earlier versions
+      spec["template"] = self.cfg.template
     return "synthetic:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
   @functools.cached_property
   def examples(self) -> tuple[list[synthetic.Example], list[synthetic.Example]]:
     return synthetic.generate(self.name, self.cfg.synthetic, self.cfg.val_fraction)
 
-  def training_texts(self) -> list[str]:
+  @property
+  def splits(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     train, val = self.examples
-    return [synthetic.as_text(train), synthetic.as_text(val)]
+    return synthetic.pairs(train), synthetic.pairs(val)
+
+  def training_texts(self) -> list[str]:
+    if self.cfg.template is None:
+      train, val = self.examples
+      return [synthetic.as_text(train), synthetic.as_text(val)]
+    return _pair_texts(self.splits, self.cfg)
 
   def tokenize(self, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, TokenizedSplit]:
-    bos, eos = boundary_ids(tokenizer, cfg.add_bos)
-    splits = {}
-    for name, examples in zip(("train", "val"), self.examples):
-      prompts = tokenizer.encode_batch([e.prompt for e in examples])
-      responses = tokenizer.encode_batch([e.response for e in examples])
-      docs, answers = [], []
-      for p, r in zip(prompts, responses):
-        docs.append(np.asarray(bos + p + r + [eos], np.int32))
-        answers.append(np.repeat([False, True], [len(bos) + len(p), len(r) + 1]))
-      splits[name] = _split(docs, answers)
-    return splits
+    return _tokenize_pairs(self.splits, tokenizer, cfg)
 
 
-def source(cfg: DataConfig) -> TextSource | SyntheticSource:
+class JsonlSource:
+  """A JSONL file of prompt/response records: one document per record."""
+
+  has_answers = True
+
+  def __init__(self, path: pathlib.Path, cfg: DataConfig):
+    self.path = path
+    self.name = str(path)
+    self.cfg = cfg
+
+  @functools.cached_property
+  def identity(self) -> str:
+    spec = {"sha256": sources.file_sha256(self.path), "template": prompt_response.default_template(self.cfg),
+            "fields": [self.cfg.prompt_field, self.cfg.response_field]}
+    return "jsonl:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+  @functools.cached_property
+  def splits(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    records = prompt_response.read_jsonl(self.path, self.cfg.prompt_field, self.cfg.response_field)
+    cut = len(records) - round(len(records) * self.cfg.val_fraction)
+    return records[:cut], records[cut:]
+
+  def training_texts(self) -> list[str]:
+    return _pair_texts(self.splits, self.cfg)
+
+  def tokenize(self, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, TokenizedSplit]:
+    return _tokenize_pairs(self.splits, tokenizer, cfg)
+
+
+def _pair_texts(splits, cfg: DataConfig) -> list[str]:
+  template = prompt_response.default_template(cfg)
+  symbols = cfg.tokenizer.specials()
+  return ["".join(prompt_response.training_text(template, p, r, symbols) + "\n" for p, r in split)
+          for split in splits]
+
+
+def _tokenize_pairs(splits, tokenizer: Tokenizer, cfg: DataConfig) -> dict[str, TokenizedSplit]:
+  bos, eos = boundary_ids(tokenizer, cfg.add_bos)
+  template = prompt_response.Template.build(prompt_response.default_template(cfg), tokenizer)
+  out = {}
+  for name, split in zip(("train", "val"), splits):
+    prompts = tokenizer.encode_batch([p for p, _ in split])
+    responses = tokenizer.encode_batch([r for _, r in split])
+    docs, answers = zip(*(template.encode(p, r, bos, eos) for p, r in zip(prompts, responses))) \
+        if split else ((), ())
+    out[name] = _split(list(docs), list(answers))
+  return out
+
+
+def source(cfg: DataConfig) -> TextSource | SyntheticSource | JsonlSource:
   """The source `cfg` names: its path, else a synthetic task, else a registered dataset."""
   if cfg.path:
     path = pathlib.Path(cfg.path).expanduser()
     if not path.is_file():
       raise FileNotFoundError(f"DataConfig.path={cfg.path!r}: no such file")
-    return TextSource(path, str(path))
+    return JsonlSource(path, cfg) if cfg.is_jsonl else TextSource(path, str(path))
   if cfg.dataset in synthetic.MIXTURES:
     return SyntheticSource(cfg)
   if cfg.dataset in sources.SOURCES:

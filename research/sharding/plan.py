@@ -34,6 +34,10 @@ class TrainingPlan:
   opt_device: Any  # device-memory shardings of the optimizer state when offloaded, or None
   init_fn: Any  # (rng, loss_scale) -> TrainState, unboxed
 
+  def param_shardings(self, boxed):
+    """Shardings of other parameters (a frozen base, a teacher) under the same rules."""
+    return rules_lib.tree_shardings(boxed, self.mesh, self.rules)
+
   @contextlib.contextmanager
   def scope(self):
     """Context for tracing model code: the mesh and the logical rules for its constraints."""
@@ -49,13 +53,17 @@ def check_offload_supported(mesh: Mesh) -> None:
                      f"{platform} backend offers only {sorted(kinds)}; set mesh.offload_optimizer=false")
 
 
-def plan_training(model_cfg, optimizer, mesh_cfg, mesh: Mesh) -> TrainingPlan:
+def plan_training(model_cfg, optimizer, mesh_cfg, mesh: Mesh, init_params=None) -> TrainingPlan:
+  """`init_params(rng)` -> boxed parameters trains those instead of the model's own (a PEFT
+  method's, research.peft)."""
   model = registry.build(model_cfg)
   param_rules = rules_lib.for_mesh(mesh_cfg, "params")
+  if init_params is None:
+    init_params = lambda rng: model.init({"params": rng}, **registry.dummy_inputs(model_cfg))["params"]  # noqa: E731
 
   def init_boxed(rng, loss_scale):
     params_rng, state_rng = jax.random.split(rng)
-    params = model.init({"params": params_rng}, **registry.dummy_inputs(model_cfg))["params"]
+    params = init_params(params_rng)
     return TrainState.create(nn.unbox(params), optimizer, state_rng, loss_scale), params
 
   abstract_state, boxed_params = jax.eval_shape(init_boxed, jax.random.key(0), 1.0)

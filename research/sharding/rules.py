@@ -33,6 +33,10 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("factor_embed", None),
     ("labels", None),
     ("stage", "stage"),
+    # PEFT parameters (research.peft): LoRA's rank, virtual tokens, adapter bottlenecks.
+    ("lora_rank", None),
+    ("virtual_tokens", None),
+    ("adapter", None),
     # Activations (constrained at block boundaries) and input batches.
     ("batch", BATCH),
     ("act_batch", BATCH),

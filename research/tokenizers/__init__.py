@@ -68,7 +68,8 @@ def build(cfg: TokenizerConfig, training_text: TextSource | None = None) -> Toke
   for one in-memory string: a bare `str` is taken as a path).
   """
   if cfg.kind == "file":
-    return load_file(cfg.path)
+    # `load` reads a saved directory (a run's tokenizer/) and hands anything else to load_file.
+    return load(cfg.path)
   if training_text is None:
     raise ValueError(f"TokenizerConfig.kind={cfg.kind!r} is trained: pass training text")
   return TRAINERS[cfg.kind](cfg, _texts(training_text))

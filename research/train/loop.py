@@ -27,9 +27,10 @@ from research.config.experiment import ExperimentConfig
 from research.inference.generate import generate
 from research.inference.sampling import SamplingConfig
 from research.models import registry
+from research.peft.core import PeftModel
 from research.sharding.mesh import make_mesh
 from research.sharding.plan import plan_training
-from research.train import objectives, optimizer as optimizer_lib
+from research.train import finetune, objectives, optimizer as optimizer_lib
 from research.train.metrics_log import MetricsWriter, Progress, format_line
 from research.train.state import TrainState
 from research.train.step import make_eval_step, make_train_step
@@ -64,7 +65,8 @@ def _prepared(objective, batch, tokenizer, cfg, epoch: int):
 def sample_text(model, params, tokenizer, prompt: str, tokens: int, temperature: float, seed: int) -> str:
   # Decoding never pipelines; the parameters have the same layout either way.
   cfg = model.cfg.replace(pipeline_stages=1, pipeline_microbatches=1)
-  model = registry.build(cfg)
+  decoder = registry.build(cfg)
+  model = model.replace_base(decoder) if isinstance(model, PeftModel) else decoder
   ids = tokenizer.encode(prompt) or [tokenizer.bos_id or 0]
   if cfg.position == "learned":
     tokens = min(tokens, cfg.max_seq_len - len(ids))
@@ -98,14 +100,23 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   optimizer, lr_schedule = optimizer_lib.build(cfg.optimizer, tcfg.steps)
   objective = objectives.get(tcfg.objective)
   loss_scale = tcfg.loss_scale_init if tcfg.precision == "fp16" else 1.0
+  finalize = objective.finalize or (lambda metrics: metrics)
 
-  plan = plan_training(model_cfg, optimizer, cfg.mesh, mesh)
+  # Post-training: a starting point, frozen parameters (PEFT base, teacher), a wrapped model.
+  ft = finetune.setup(cfg, model_cfg, objective, tokenizer)
+  model = ft.model
+  if primary:
+    ft.write_base(run_dir)
+  plan = plan_training(model_cfg, optimizer, cfg.mesh, mesh, init_params=ft.init_params)
+  frozen, frozen_sh = ft.place(plan)
+  frozen_args, frozen_in = ((), ()) if frozen is None else ((frozen,), (frozen_sh,))
   ckpt = checkpoint.Checkpointer(run_dir, every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints,
                                  keep_best=tcfg.keep_best, async_save=tcfg.async_checkpoint)
   restored = ckpt.restore_latest(plan.abstract)
   if restored is None:
     state = jax.jit(plan.init_fn, static_argnums=1, out_shardings=plan.state)(
         jax.random.key(tcfg.seed), loss_scale)
+    state = ft.start(state, plan, frozen, tcfg.seed)
     data_state, start = None, 0
   else:
     state, meta = restored
@@ -114,15 +125,16 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
 
   batch_sh = plan.batch
   step_fn = make_train_step(
-      model, objective.loss, optimizer, lr_schedule, tcfg, grad_shardings=plan.grads,
+      model, ft.loss, optimizer, lr_schedule, tcfg, grad_shardings=plan.grads,
       opt_device_shardings=plan.opt_device,
-      opt_host_shardings=plan.state.opt_state if plan.opt_device is not None else None)
+      opt_host_shardings=plan.state.opt_state if plan.opt_device is not None else None,
+      assemble=ft.assemble)
   # Metrics come back replicated, so every process can read them.
   replicated = NamedSharding(mesh, PartitionSpec())
-  train_step = jax.jit(step_fn, in_shardings=(plan.state, batch_sh),
+  train_step = jax.jit(step_fn, in_shardings=(plan.state, batch_sh, *frozen_in),
                        out_shardings=(plan.state, replicated), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(model, objective.loss), in_shardings=(plan.state.params, batch_sh),
-                      out_shardings=replicated)
+  eval_step = jax.jit(make_eval_step(model, ft.loss, ft.assemble),
+                      in_shardings=(plan.state.params, batch_sh, *frozen_in), out_shardings=replicated)
 
   writer = MetricsWriter(run_dir, tensorboard=tcfg.tensorboard, enabled=primary)
   writer.truncate_after(start)
@@ -134,19 +146,31 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   say(f"{cfg.name}: {model_cfg.num_params():,} params | {mesh.devices.size} device(s) in "
       f"{jax.process_count()} process(es), mesh {mesh_desc} | {dataset.train_tokens:,} train tokens "
       f"| peak {peak / 1e9:,.0f} GFLOP/s per device ({peak_source})", flush=True)
+  if ft.tuned is not None:
+    say(f"peft.method={cfg.peft.method}: training {ft.tuned.num_trainable():,} parameters; the "
+        f"base ({ft.base['path'] if 'path' in ft.base else 'random init'}) is frozen", flush=True)
+  if cfg.distill.enabled:
+    say(f"distilling from {cfg.distill.teacher} (T={cfg.distill.temperature}, "
+        f"alpha={cfg.distill.alpha})", flush=True)
 
-  def evaluate() -> float:
+  def evaluate() -> dict[str, float]:
+    """eval_loss and the objective's other metrics over the validation batches."""
     totals = None
     batches = dataset.eval_batches(tcfg.eval_batches, process_index=jax.process_index(),
                                    process_count=jax.process_count())
     for batch in batches:
       batch = _prepared(objective, batch, tokenizer, cfg, epoch=0)
       with plan.scope():
-        sums = eval_step(state.params, _to_device(batch, batch_sh))
+        sums = eval_step(state.params, _to_device(batch, batch_sh), *frozen_args)
       totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     totals = jax.device_get(totals)
-    return float(totals["loss"] / max(totals["weight"], 1.0))
+    weight = max(float(totals.pop("weight")), 1.0)
+    values = finalize({k: float(v) / weight for k, v in totals.items()})
+    return {f"eval_{k}": v for k, v in values.items()}
 
+  # A PEFT method that cannot decode with a KV cache (prompt tuning) skips the samples.
+  samples = bool(objective.samples_text and tcfg.sample_tokens
+                 and (ft.tuned is None or ft.tuned.method.supports_cache))
   iterator = dataset.train_iterator(state=data_state, process_index=jax.process_index(),
                                     process_count=jax.process_count())
   progress = Progress(tcfg.steps, start, tcfg.progress and primary)
@@ -159,7 +183,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
       epoch = iterator.epoch
       batch = _prepared(objective, next(iterator), tokenizer, cfg, epoch)
       with plan.scope():
-        state, metrics = train_step(state, _to_device(batch, batch_sh))
+        state, metrics = train_step(state, _to_device(batch, batch_sh), *frozen_args)
       pending.append(metrics)
       last = step == tcfg.steps
       if step % check_every == 0 or last:
@@ -174,6 +198,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
         elapsed = time.perf_counter() - interval_start
         values = {k: float(np.mean(v, axis=0)) if np.ndim(v[0]) == 0 else np.mean(v, axis=0)
                   for k, v in jax.tree.map(lambda *x: list(x), *jax.device_get(pending)).items()}
+        values = finalize(values)
         tokens_per_s = tokens_per_step * len(pending) / elapsed
         values.update(ppl=math.exp(min(values["loss"], 50.0)), tokens_per_s=tokens_per_s,
                       skipped_total=int(state.skipped),
@@ -185,15 +210,15 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
         pending = []
       eval_now = (tcfg.eval_every and step % tcfg.eval_every == 0) or last
       if eval_now:
-        eval_loss = evaluate()
-        writer.write(step, {"eval_loss": eval_loss})
-        summary["eval_loss"] = eval_loss
+        evals = evaluate()
+        eval_loss = evals["eval_loss"]
+        writer.write(step, evals)
+        summary.update(evals)
         progress.clear()
-        say(format_line(step, tcfg.steps, {"eval_loss": eval_loss}), flush=True)
-      if (objective.samples_text and tcfg.sample_tokens and tcfg.sample_every
-          and step % tcfg.sample_every == 0 and not last):
-        text = sample_text(model, state.params, tokenizer, tcfg.sample_prompt, tcfg.sample_tokens,
-                           tcfg.sample_temperature, seed=step)
+        say(format_line(step, tcfg.steps, evals), flush=True)
+      if (samples and tcfg.sample_every and step % tcfg.sample_every == 0 and not last):
+        text = sample_text(*ft.student(state.params, frozen), tokenizer, tcfg.sample_prompt,
+                           tcfg.sample_tokens, tcfg.sample_temperature, seed=step)
         writer.write_text(step, "sample", text)
       if ckpt.should_save(step) or last:
         ckpt.save(step, state, {"data": iterator.state(), "eval_loss": eval_loss if eval_now else None},
@@ -212,9 +237,11 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
     ckpt.wait()
     writer.close()
 
-  if objective.samples_text and tcfg.sample_tokens:
-    text = sample_text(model, state.params, tokenizer, tcfg.sample_prompt, tcfg.sample_tokens,
-                       tcfg.sample_temperature, seed=tcfg.steps)
+  if primary:
+    ft.save_adapter(run_dir, state.params)
+  if samples:
+    text = sample_text(*ft.student(state.params, frozen), tokenizer, tcfg.sample_prompt,
+                       tcfg.sample_tokens, tcfg.sample_temperature, seed=tcfg.steps)
     say("--- sample ---\n" + text + "\n--------------", flush=True)
     if primary:
       (run_dir / "samples.txt").write_text(text + "\n")

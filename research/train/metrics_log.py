@@ -77,7 +77,8 @@ def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
 
 def format_line(step: int, total: int, values: dict[str, Any]) -> str:
   parts = [f"step {step}/{total}"]
-  for key, fmt in (("loss", ".4f"), ("eval_loss", ".4f"), ("grad_norm", ".3f"), ("lr", ".2e"),
+  for key, fmt in (("loss", ".4f"), ("eval_loss", ".4f"), ("exact_match", ".1%"),
+                   ("eval_exact_match", ".1%"), ("grad_norm", ".3f"), ("lr", ".2e"),
                    ("tokens_per_s", ",.0f"), ("mfu", ".1%"), ("skipped_total", "d")):
     if key in values and not (isinstance(values[key], float) and math.isnan(values[key])):
       v = int(values[key]) if fmt == "d" else values[key]

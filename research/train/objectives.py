@@ -2,6 +2,7 @@
 
     loss(model, params, batch, rng, deterministic) -> (loss_sum, weight_sum, metric_sums)
     prepare(batch, *, tokenizer, config, epoch) -> batch        (host side, numpy, optional)
+    finalize(metrics) -> metrics                                (host side, optional)
 
 Losses return sums, not means: the train step divides once by the total weight, so a step
 split into microbatches computes exactly the full-batch gradient. `prepare` turns the data
@@ -35,6 +36,9 @@ class Objective:
   # (model config, seq_len) -> FLOPs per pipeline token, when the objective changes the lengths
   # the model sees (span corruption); None: ModelConfig.flops_per_token(seq_len).
   flops_per_token: Callable | None = None
+  # Turns the logged metrics (sums over the weight) into what is reported, e.g. a ratio of
+  # two counts; applied to training intervals and evaluations alike.
+  finalize: Callable[[dict], dict] | None = None
 
 
 def apply_model(model, params, rng, deterministic: bool, **inputs):
@@ -138,9 +142,61 @@ def prepare_blank_infilling(batch, *, tokenizer, config, epoch):
       epoch=epoch, two_d=config.model.block_positions)
 
 
+# ------------------------------------------------------------ supervised fine-tuning
+
+
+def response_exact_match(logits, targets, weights):
+  """(responses predicted exactly, responses) as float32 counts.
+
+  A response is a maximal run of scored targets: loss_on="answer" scores each response and
+  its EOS, and never the prompt between two. It is exact when every argmax prediction in it is
+  right; under teacher forcing that holds exactly when greedy decoding from the prompt
+  reproduces the response and then stops. In packed rows, a run at the start of a row has
+  its prompt in the previous row and is not counted; a response cut by the row's end is
+  scored on its visible part (research.train.evaluate scores whole, unpacked pairs).
+  """
+  scored = weights > 0
+  # A run at the start of a row continues a response of the previous row: leave it out.
+  scored = scored & (jnp.cumsum(~scored, axis=1) > 0)
+  wrong = scored & (jnp.argmax(logits, axis=-1) != targets)
+  starts = scored & ~jnp.pad(scored[:, :-1], ((0, 0), (1, 0)))
+  n = scored.size
+  # Each scored target's response number, counted over the whole batch; the rest go to n.
+  run = jnp.where(scored, jnp.cumsum(starts.reshape(-1)).reshape(scored.shape) - 1, n)
+  errors = jax.ops.segment_sum(wrong.reshape(-1).astype(jnp.int32), run.reshape(-1),
+                               num_segments=n + 1)[:n]
+  count = starts.sum()
+  exact = ((jnp.arange(n) < count) & (errors == 0)).sum()
+  return exact.astype(jnp.float32), count.astype(jnp.float32)
+
+
+def sft(model, params, batch, rng, deterministic=False):
+  """Supervised fine-tuning: next-token cross-entropy on the responses only (the data's
+  loss_on="answer" mask: prompt and padding weigh 0, each response token and its EOS 1)."""
+  logits, aux, extra = apply_model(
+      model, params, rng, deterministic, input_ids=batch["input_ids"],
+      segment_ids=batch.get("segment_ids"))
+  loss_sum, weight, correct = token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  exact, responses = response_exact_match(logits, batch["targets"], batch["loss_mask"])
+  # Counts: the step divides both by the weight, and finalize_sft takes their ratio.
+  metrics = {"loss": loss_sum, "accuracy": correct, "exact_match": exact, "responses": responses,
+             **{k: v * weight for k, v in extra.items()}}
+  return loss_sum + aux * weight, weight, metrics
+
+
+def finalize_sft(metrics: dict) -> dict:
+  """exact_match: the fraction of responses predicted exactly."""
+  out = dict(metrics)
+  responses = out.pop("responses", None)
+  if responses is not None and "exact_match" in out:
+    out["exact_match"] = out["exact_match"] / max(responses, 1e-9)
+  return out
+
+
 # Kept in step with research.config.train.OBJECTIVES (tests/test_config.py checks).
 OBJECTIVES: dict[str, Objective] = {
     "causal_lm": Objective(loss=causal_lm),
+    "sft": Objective(loss=sft, finalize=finalize_sft),
     # Raffel et al. (2020): sentinels for 15% noise in spans of mean length 3.
     "span_corruption": Objective(loss=seq2seq_lm, prepare=prepare_span_corruption,
                                  samples_text=False, flops_per_token=span_corruption_flops),

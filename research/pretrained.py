@@ -1,0 +1,117 @@
+"""Trained parameters to start from: a run directory or a Hugging Face directory.
+
+    source = research.pretrained.load("runs/base")          # newest checkpoint of a run
+    source = research.pretrained.load("runs/base", step=500)
+    source = research.pretrained.load("hf/llama")           # a save_pretrained directory
+    source.model_cfg, source.model, source.params, source.tokenizer, source.reference
+
+Fine-tuning (`train.init_from`), a PEFT method's frozen base and a distillation teacher
+(`distill.teacher`) all come through here. Only parameters are read (via
+research.checkpoint.restore or research.hf.load); `reference` records where they came from,
+step included, so an adapter or a fine-tuned run names exactly the base it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from research import checkpoint, tokenizers
+from research.config.model import ModelConfig
+from research.layers.stack import stack_layers, unstack_layers
+
+log = logging.getLogger(__name__)
+
+# Model fields that change how a model runs, not what it computes: a run may set them
+# differently from the checkpoint it starts from.
+RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
+                  "pipeline_stages", "pipeline_microbatches", "embed_dropout", "attn_dropout",
+                  "resid_dropout")
+# Fields that only shape a fresh initialisation.
+INIT_FIELDS = ("init_std", "scale_residual_init")
+
+
+@dataclasses.dataclass
+class Pretrained:
+  model_cfg: ModelConfig
+  model: Any  # Flax module (or a research.peft.PeftModel)
+  params: Any
+  tokenizer: tokenizers.Tokenizer | None
+  reference: dict[str, Any]  # {"path", "kind": "run" | "hf", "step"}
+
+
+def is_hf_dir(path: str | pathlib.Path) -> bool:
+  config = pathlib.Path(path) / "config.json"
+  return config.is_file() and "model_type" in json.loads(config.read_text())
+
+
+def load(path: str | pathlib.Path, step: int | None = None) -> Pretrained:
+  path = pathlib.Path(path)
+  if is_hf_dir(path):
+    if step is not None:
+      raise ValueError(f"{path} is a Hugging Face directory; it has no checkpoint steps (step={step})")
+    from research import hf
+
+    model, params = hf.load(path, param_dtype="float32")
+    tokenizer = None
+    try:
+      tokenizer = hf.load_tokenizer(path)
+    except (FileNotFoundError, ValueError) as err:
+      log.warning("%s: no tokenizer to compare against (%s)", path, err)
+    return Pretrained(model.cfg, model, params, tokenizer, {"path": str(path), "kind": "hf", "step": None})
+  if not (path / checkpoint.CONFIG_FILE).is_file():
+    raise FileNotFoundError(f"{path} is neither a run directory (config.json + checkpoints/) nor a "
+                            "Hugging Face directory (config.json with a model_type)")
+  steps = checkpoint.saved_steps(path)
+  if step is None and steps:
+    step = steps[-1]
+  config, model, params = checkpoint.restore(path, step=step)
+  tok_dir = path / "tokenizer"
+  tokenizer = tokenizers.load(tok_dir) if tok_dir.is_dir() else None
+  return Pretrained(config.model, model, params, tokenizer, {"path": str(path), "kind": "run", "step": step})
+
+
+def _architecture(cfg: ModelConfig) -> dict[str, Any]:
+  """The fields that decide the function and the parameters, with "None means derived"
+  fields resolved (n_kv_heads None is n_heads, ...) and init-only fields left out."""
+  out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS + INIT_FIELDS}
+  out.update(n_kv_heads=cfg.num_kv_heads, head_dim=cfg.dim_per_head, d_ff=cfg.ffn_hidden,
+             final_norm=cfg.has_final_norm,
+             moe_d_ff=cfg.expert_hidden if cfg.moe_experts else None,
+             deepnorm_alpha=cfg.deepnorm()[0] if cfg.norm_placement == "deepnorm" else None,
+             deepnorm_beta=None, glu_param_matched=None, ffn_multiple_of=None)
+  if cfg.position != "learned":
+    out["max_seq_len"] = None  # sizes nothing but a learned position table
+  return out
+
+
+def architecture_differences(run: ModelConfig, source: ModelConfig) -> list[str]:
+  """'model.field: run, source' for every architecture field in which two configs differ."""
+  a, b = _architecture(run), _architecture(source)
+  return [f"model.{k}: {a[k]!r} here, {b[k]!r} in the checkpoint" for k in a if a[k] != b[k]]
+
+
+def check_compatible(run: ModelConfig, source: Pretrained, what: str) -> None:
+  diffs = architecture_differences(run, source.model_cfg)
+  if diffs:
+    path = source.reference["path"]
+    hint = (f"start from its config (--config {path}/config.json)" if source.reference["kind"] == "run"
+            else "build the model config with research.hf.config_from_hf")
+    raise ValueError(f"{what}={path} has another architecture than this run's model:\n  "
+                     + "\n  ".join(diffs) + f"\nSet these model fields, or {hint}.")
+
+
+def to_layout(params, source: ModelConfig, target: ModelConfig):
+  """`params` of `source`'s layout in `target`'s: scanned or looped layers, param dtype."""
+  if source.scan_layers and not target.scan_layers:
+    params = unstack_layers(params)
+  elif target.scan_layers and not source.scan_layers:
+    params = stack_layers(params)
+  dtype = jnp.dtype(target.param_dtype)
+  return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
