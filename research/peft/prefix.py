@@ -87,6 +87,12 @@ class PrefixCache:
     return (self.replace(inner=inner), jnp.concatenate([pk, k_all], axis=1),
             jnp.concatenate([pv, v_all], axis=1))
 
+  def attend(self, q_BTNH, k_BTKH, v_BTKH, mask, bias, backend, **kwargs):
+    """The layer-cache interface attention calls: the prefix, then the keys so far."""
+    cache, k_all, v_all = self.update(k_BTKH, v_BTKH)
+    out, probs = backend(q_BTNH, k_all, v_all, mask, bias, **kwargs)
+    return cache, out, probs
+
 
 @dataclasses.dataclass(frozen=True)
 class PrefixTuning(core.Method):
