@@ -88,10 +88,16 @@ def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig, 
     old_opt_state = state.opt_state
     if opt_device_shardings is not None:
       old_opt_state = jax.device_put(old_opt_state, opt_device_shardings)
-    updates, opt_state = optimizer.update(grads, old_opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    opt_state = keep(opt_state, old_opt_state)
+
+    def update(operands):
+      params, opt_state = operands
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    # A branch rather than a select over every parameter and moment: a skipped step costs
+    # nothing, and a finite one no extra pass over the state.
+    params, opt_state = jax.lax.cond(finite, update, lambda operands: operands,
+                                     (state.params, old_opt_state))
     if opt_host_shardings is not None:
       opt_state = jax.device_put(opt_state, opt_host_shardings)
 
@@ -104,7 +110,7 @@ def make_train_step(model, objective, optimizer, lr_schedule, cfg: TrainConfig, 
 
     new_state = state.replace(
         step=state.step + 1,
-        params=keep(params, state.params),
+        params=params,
         opt_state=opt_state,
         loss_scale=loss_scale,
         good_steps=good,
