@@ -96,3 +96,23 @@ def test_fp16_loss_scale_halves_on_overflow_and_grows_after_good_steps():
 def test_training_reduces_the_loss_on_a_fixed_batch():
   _, history = _run(tiny(), TrainConfig(), _batch(), steps=30)
   assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+
+
+def test_token_cross_entropy_equals_optax_and_argmax_accuracy():
+  import optax
+
+  from research.train.objectives import token_cross_entropy
+
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(3, 7, 11)) * 4, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 11, (3, 7)), jnp.int32)
+  targets = targets.at[0, :3].set(jnp.argmax(logits[0, :3], -1))  # some right answers
+  weights = jnp.asarray(rng.integers(0, 2, (3, 7)), jnp.float32)
+  loss, weight, correct = token_cross_entropy(logits, targets, weights)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  np.testing.assert_allclose(loss, (ce * weights).sum(), rtol=1e-6)
+  assert weight == weights.sum()
+  assert correct == ((jnp.argmax(logits, -1) == targets) * weights).sum()
+  grad = jax.grad(lambda z: token_cross_entropy(z, targets, weights)[0])(logits)
+  ref = jax.grad(lambda z: (optax.softmax_cross_entropy_with_integer_labels(z, targets) * weights).sum())(logits)
+  np.testing.assert_allclose(grad, ref, atol=1e-6)

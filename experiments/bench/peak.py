@@ -43,6 +43,8 @@ def run(size: str, reps: int | None = None) -> list[dict]:
     rows.append({"measure": f"torch matmul float32 {n}^3", "value": torch_flops / 1e9, "unit": "GFLOP/s"})
   bandwidth = hardware.measure_copy_bandwidth(s["mib"], repeats=reps)
   rows.append({"measure": f"jax copy {s['mib']} MiB (read + write)", "value": bandwidth / 1e9, "unit": "GB/s"})
+  if hardware.jax.devices()[0].platform == "cpu":
+    hardware.cpu_peak(refresh=True)  # the cache keeps the highest ceiling measured
   peak, source = hardware.peak_flops("bfloat16")
   rows.append({"measure": f"MFU denominator ({source.split(' (')[0]})", "value": peak / 1e9, "unit": "GFLOP/s"})
   return rows

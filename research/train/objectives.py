@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from research.layers import moe
 
@@ -58,10 +57,19 @@ def apply_model(model, params, rng, deterministic: bool, **inputs):
 
 
 def token_cross_entropy(logits, targets, weights):
-  """Sum of weighted next-token cross-entropies, total weight, and weighted correct count."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  """Sum of weighted next-token cross-entropies, total weight, and weighted correct count.
+
+  One max and one sum over the vocabulary: the log-softmax's max also decides correctness (the
+  target's logit reaches it), so no separate argmax pass runs over the [B, T, V] logits. A tie
+  for the maximum counts as correct.
+  """
+  logits = logits.astype(jnp.float32)
+  peak = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
+  shifted = logits - peak
+  target = jnp.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
+  ce = jnp.log(jnp.exp(shifted).sum(axis=-1)) - target
   weights = weights.astype(jnp.float32)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  correct = (target >= 0).astype(jnp.float32)
   return (ce * weights).sum(), weights.sum(), (correct * weights).sum()
 
 
