@@ -28,6 +28,8 @@ class Spec:
   vocab: int
   seq_len: int
   batch: int
+  # ModelConfig fields for our side (the attention backend and its tiles, ...), as pairs.
+  ours: tuple[tuple[str, object], ...] = ()
 
   def hf_config(self):
     import transformers
@@ -47,7 +49,8 @@ class Spec:
 def build_pair(spec: Spec, seed: int = 0, **overrides):
   """(torch model in train mode, our model, our params) with identical weights.
 
-  `overrides` are ModelConfig fields for our side (scan_layers, remat, dtype, ...)."""
+  `overrides` are ModelConfig fields for our side (scan_layers, remat, dtype, ...), on top of
+  `spec.ours`."""
   import torch
   import transformers
 
@@ -57,6 +60,6 @@ def build_pair(spec: Spec, seed: int = 0, **overrides):
   torch_model = getattr(transformers, spec.family)(spec.hf_config())
   with tempfile.TemporaryDirectory() as tmp:
     torch_model.save_pretrained(tmp)
-    model, params = hf.load(tmp, **overrides)
+    model, params = hf.load(tmp, **{**dict(spec.ours), **overrides})
   torch_model.train()
   return torch_model, model, params
