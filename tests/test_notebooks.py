@@ -18,7 +18,8 @@ KERNEL = "research-tests"
 
 def test_the_notebooks_exist():
   assert [p.stem for p in NOTEBOOKS] == [
-      "01_quickstart", "02_sweep_and_compare", "03_checkpoint_analysis", "05_scaling_on_tpu"]
+      "01_quickstart", "02_sweep_and_compare", "03_checkpoint_analysis", "04_finetune_peft",
+      "05_scaling_on_tpu"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
