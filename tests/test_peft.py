@@ -252,3 +252,34 @@ def test_configuration_errors_name_the_problem():
     overrides.apply(smoke, ["peft.method=prompt"])
   with pytest.raises(ValueError, match="peft.adapter_layers=5 exceeds model.n_layers=2"):
     overrides.apply(smoke, ["peft.method=llama_adapter", "peft.adapter_layers=5"])
+
+
+@pytest.mark.parametrize("preset", ["bert-base-smoke", "t5-small-smoke", "glm-small-smoke"])
+def test_methods_wrap_every_family_and_zero_init_ones_start_as_the_base(preset):
+  from research import presets
+
+  cfg = presets.get(preset)
+  if cfg.family == "encoder":
+    cfg = cfg.replace(encoder_heads=("mlm",))
+  base = _base(cfg)
+  inputs = registry.dummy_inputs(cfg, batch=2, length=8)
+  logits = lambda out: out["mlm"] if isinstance(out, dict) else out  # noqa: E731
+  plain = logits(registry.build(cfg).apply({"params": base}, **inputs))
+  for method in ("lora", "adapter", "llama_adapter", "prefix"):
+    tuned = _tuned(method, cfg)
+    trained = nn.unbox(tuned.init(jax.random.key(2)))
+    assert jax.tree.leaves(trained), method
+    out = logits(tuned.model.apply({"params": tuned.combine(base, trained)}, **inputs))
+    if method in ZERO_INIT:
+      np.testing.assert_allclose(out, plain, atol=1e-6, err_msg=method)
+    else:  # prefix tuning's random prefixes change the output
+      assert float(jnp.abs(out - plain).max()) > 0
+
+
+def test_prompt_tuning_is_refused_where_there_is_no_causal_input_to_prepend_to():
+  from research import presets
+  from research.config.experiment import ExperimentConfig
+
+  with pytest.raises(ValueError, match="peft.method='prompt' prepends .* model.family='encoder_decoder'"):
+    ExperimentConfig(model=presets.get("t5-small-smoke"), train=TrainConfig(objective="span_corruption"),
+                     peft=PeftConfig(method="prompt"))

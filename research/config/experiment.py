@@ -86,6 +86,10 @@ class ExperimentConfig:
       raise ValueError(f"peft.method={peft.method!r} does not support pipeline parallelism "
                        f"(mesh.stage={self.mesh.stage}); use mesh.stage=1")
     if peft.method == "prompt":
+      if self.model.family not in ("decoder", "prefix_lm"):
+        raise ValueError(f"peft.method='prompt' prepends soft-prompt embeddings to a causal or "
+                         f"prefix LM's input; model.family={self.model.family!r} is not one "
+                         "(the other methods wrap every family)")
       if self.data.pack:
         raise ValueError("peft.method='prompt' prepends one soft prompt to each row, so with "
                          "data.pack=true only a row's first example would see it; set data.pack=false")
