@@ -4,6 +4,7 @@
 - XLA's CPU backend at optimisation level 0: the test models are tiny, so compile time
   dominates; this cuts it severalfold and changes no result beyond float rounding.
 - A persistent compilation cache shared by the xdist workers of one run.
+- research.hardware's XLA:CPU flags, as the command-line entry points set them.
 """
 
 import os
@@ -15,6 +16,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
+from research import hardware  # noqa: E402
+
+# The XLA:CPU flags every entry point adds (so subprocesses and in-process runs compile alike).
+hardware.configure_cpu()
 assert jax.device_count() == 8, "conftest must run before anything imports JAX"
 
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
