@@ -53,7 +53,10 @@ def test_remat_does_not_change_training():
   batch = _batch()
   plain, _ = _run(tiny(), TrainConfig(), batch, steps=2)
   remat, _ = _run(tiny(remat="full"), TrainConfig(), batch, steps=2)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain.params, remat.params)
+  # Recomputed activations round like the stored ones only up to the compiler's fusion choices,
+  # and Adam's normalisation amplifies that in near-zero gradients (seen: 3.5e-6 on weights of
+  # ~0.03); a remat bug would move weights by about the learning rate (1e-2).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), plain.params, remat.params)
 
 
 def test_loss_is_the_token_weighted_mean():
