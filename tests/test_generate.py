@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from research.inference.generate import generate, left_pad
-from research.inference.sampling import SamplingConfig, filter_logits, sample
+from research.inference.sampling import SamplingConfig, filter_logits, greedy, sample
 from research.layers.kv_cache import KVCache
+from research.layers.stack import loop_form
 from research.models import registry
 from support import forward, random_ids, tiny
 
@@ -22,15 +23,20 @@ FAMILIES = {
 }
 
 
+@pytest.mark.parametrize("loop", [False, True], ids=["scanned", "loop_form"])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_cached_logits_equal_the_uncached_forward(name):
+def test_cached_logits_equal_the_uncached_forward(name, loop):
   cfg = tiny(**FAMILIES[name])
   params = registry.init_params(cfg, jax.random.key(0))
+  reference_params = params
   model = registry.build(cfg)
+  if loop:  # what generate and the engine decode with: unstacked weights, the cache in place
+    model, params = loop_form(model, params)
+    assert not model.cfg.scan_layers and "layers_0" in params["blocks"]
   ids, mask = left_pad([list(range(3, 9)), list(range(10, 13))])
   full_ids = np.concatenate([ids, random_ids((2, 5), seed=3)], axis=1)
   full_mask = np.concatenate([mask, np.ones((2, 5), np.int32)], axis=1)
-  reference = forward(cfg, params, full_ids, attention_mask=full_mask)
+  reference = forward(cfg, reference_params, full_ids, attention_mask=full_mask)
 
   step = jax.jit(lambda p, x, m, c: model.apply({"params": p}, input_ids=x, attention_mask=m, cache=c))
   cache = KVCache.init(cfg, 2, full_ids.shape[1])
@@ -115,3 +121,12 @@ def test_vocab_limit_masks_padded_vocabulary_rows():
   assert int(sample(logits, jax.random.key(0), SamplingConfig(vocab_limit=2))[0]) == 1
   draws = sample(jnp.tile(logits, (500, 1)), jax.random.key(0), SamplingConfig(temperature=5.0, vocab_limit=2))
   assert set(np.asarray(draws).tolist()) <= {0, 1}
+
+
+def test_greedy_is_argmax_with_its_first_index_tie_break():
+  logits = jax.random.normal(jax.random.key(0), (6, 1000))
+  logits = logits.at[1, 7].set(9.0).at[1, 500].set(9.0)  # a tie: the first index wins
+  logits = logits.at[2].set(-jnp.inf).at[2, 999].set(0.0)
+  logits = logits.at[3].set(1.0)  # all equal
+  np.testing.assert_array_equal(greedy(logits), jnp.argmax(logits, axis=-1))
+  assert greedy(logits)[1] == 7 and greedy(logits)[3] == 0

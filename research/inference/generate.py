@@ -16,6 +16,7 @@ import numpy as np
 from research.inference.sampling import (SamplingConfig, mark_seen, row_keys, sample, seen_tokens,
                                          step_keys)
 from research.layers.kv_cache import KVCache
+from research.layers.stack import loop_form
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +61,11 @@ def generate(model, params, input_ids, attention_mask=None, sampling: SamplingCo
 def _compiled(model, sampling: SamplingConfig):
   cfg = model.cfg
   stop = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
+  scanned = model
 
   def run(params, input_ids, attention_mask, keys):
+    # Once per call, before the token loop: each layer's weights in arrays of their own.
+    model, params = loop_form(scanned, params)
     batch, prompt_len = input_ids.shape
     cache = KVCache.init(cfg, batch, prompt_len + sampling.max_new_tokens)
     logits, cache = model.apply(

@@ -24,19 +24,36 @@ def _write(buf_B: jax.Array, new_B: jax.Array, index_B: jax.Array) -> jax.Array:
       buf_B, new_B.astype(buf_B.dtype), index_B)
 
 
+def _write_layer(buf_LB: jax.Array, new_B: jax.Array, index_B: jax.Array, layer: int) -> jax.Array:
+  """`_write` into layer `layer` of stacked buffers [L, B, S, ...], in place."""
+  write = lambda b, n, i: jax.lax.dynamic_update_slice(  # noqa: E731
+      b, n[None].astype(b.dtype), (layer, i) + (0,) * (n.ndim - 1))
+  return jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)(buf_LB, new_B, index_B)
+
+
 @flax.struct.dataclass
 class LayerCache:
-  """One layer's keys/values and the slot where this step's first token goes."""
+  """One layer's keys/values and the slot where this step's first token goes.
 
-  k: jax.Array  # [B, S, K, H]
-  v: jax.Array  # [B, S, K, H]
+  With `layer` set, k and v are every layer's stacked arrays ([L, B, S, K, H]) and this is
+  layer `layer`'s view of them: the step's keys/values are written into that layer's slab in
+  place, and nothing is copied out or stacked back (the loop-form stack decodes this way).
+  """
+
+  k: jax.Array  # [B, S, K, H], or [L, B, S, K, H] with `layer`
+  v: jax.Array
   write_index: jax.Array  # int32[B]
+  layer: int | None = flax.struct.field(pytree_node=False, default=None)
 
   def update(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> tuple["LayerCache", jax.Array, jax.Array]:
     """Writes this step's keys/values; returns the new cache and all keys/values so far."""
-    k = _write(self.k, k_BTKH, self.write_index)
-    v = _write(self.v, v_BTKH, self.write_index)
-    return self.replace(k=k, v=v), k, v
+    if self.layer is None:
+      k = _write(self.k, k_BTKH, self.write_index)
+      v = _write(self.v, v_BTKH, self.write_index)
+      return self.replace(k=k, v=v), k, v
+    k = _write_layer(self.k, k_BTKH, self.write_index, self.layer)
+    v = _write_layer(self.v, v_BTKH, self.write_index, self.layer)
+    return self.replace(k=k, v=v), k[self.layer], v[self.layer]
 
   def attend(self, q_BTNH, k_BTKH, v_BTKH, mask: AttentionMask, bias, backend, **kwargs):
     """(new cache, out_BTNH, probs) of this step's queries over every slot, via `backend`.
