@@ -68,8 +68,9 @@ def _compiled(model, sampling: SamplingConfig):
     model, params = loop_form(scanned, params)
     batch, prompt_len = input_ids.shape
     cache = KVCache.init(cfg, batch, prompt_len + sampling.max_new_tokens)
-    logits, cache = model.apply(
-        {"params": params}, input_ids=input_ids, attention_mask=attention_mask, cache=cache)
+    # Left-padded: every row's last prompt token is in the last column.
+    logits, cache = model.apply({"params": params}, input_ids=input_ids,
+                                attention_mask=attention_mask, cache=cache, last_only=True)
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if sampling.tracks_tokens else None
     token = sample(logits[:, -1], step_keys(keys, 0), sampling, seen)
     done = jnp.isin(token, stop)

@@ -80,7 +80,10 @@ class CausalLM(nn.Module):
       deterministic: bool = True,
       prefix_len: jax.Array | None = None,
       block_position_ids: jax.Array | None = None,
+      last_only: bool = False,
   ):
+    """Logits [B, T, V] (and the updated cache when given one); with `last_only`, [B, 1, V]
+    of the last position only (a prefill that samples after its last token)."""
     cfg = self.cfg
     b, t = input_ids.shape
     valid = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
@@ -127,6 +130,8 @@ class CausalLM(nn.Module):
     x, layer_cache = Stack(cfg, Block, cfg.n_layers, block_kwargs, name="blocks")(
         x, mask, bias, rotary, layer_cache, deterministic)
 
+    if last_only:
+      x = x[:, -1:]
     if cfg.has_final_norm:
       x = norms.make_norm(cfg, "final_norm")(x)
     self.sow("intermediates", "final_hidden", x)
