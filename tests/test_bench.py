@@ -71,4 +71,17 @@ def test_other_benchmarks_write_their_rows(tmp_path, name):
 
 
 def test_every_subcommand_is_tested():
-  assert set(bench.subcommands()) == {"attention", "inference", "train", "decode", "peak", "compile"}
+  assert set(bench.subcommands()) == {"attention", "inference", "train", "decode", "peak", "compile", "profile"}
+
+
+def test_profile_benchmark_classifies_the_traced_ops(tmp_path, capsys):
+  from experiments.bench.profile import op_class
+
+  assert [op_class(n) for n in ("ynn_fusion.12", "dot.3", "transpose_copy_fusion.4", "wrapped_reduce-window.2",
+                                "add_divide_fusion")] == ["matmul", "matmul", "layout", "reduce", "other"]
+  rows = _run("profile", tmp_path, capsys)
+  assert {(r["config"], r["stack"]) for r in rows} == {
+      (c, s) for c in ("llama-tiny", "gpt2-tiny") for s in ("scanned", "unscanned")}
+  for r in rows:  # the trace saw the step's ops, and the classes add up to their total
+    assert r["ops/step"] > 50 and r["matmul ms"] > 0
+    assert abs(sum(r[f"{c} ms"] for c in ("matmul", "layout", "reduce", "other")) - r["op ms"]) < 1e-6
