@@ -94,7 +94,14 @@ def test_flops_per_token_is_six_n_plus_attention():
 def test_remat_lists_agree():
   from research.layers.stack import REMAT_POLICIES
 
-  assert set(model_config.REMAT_POLICIES) == {"none", *REMAT_POLICIES}
+  assert set(model_config.REMAT_POLICIES) == {"auto", "none", *REMAT_POLICIES}
+
+
+def test_auto_remat_checkpoints_the_scanned_stack_only():
+  scanned = model_config.ModelConfig()
+  assert scanned.remat == "auto" and scanned.remat_policy == "dots_no_batch"
+  assert scanned.replace(scan_layers=False).remat_policy == "none"
+  assert scanned.replace(remat="full", scan_layers=False).remat_policy == "full"
 
 
 def test_objective_lists_agree():

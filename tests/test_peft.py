@@ -235,7 +235,9 @@ def test_lora_trains_sharded_as_on_one_device():
       a = state.params["blocks"]["layers"]["attn"]["q"]["lora_b"]
       assert a.sharding.spec[2] == "tensor"
     results.append(jax.device_get(state.params))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), *results)
+  # Adam at lr 1e-2 turns reduction-order rounding (sharded sums, the scanned stack's
+  # recomputed activations) into ~1e-5 differences after two steps.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=3e-5), *results)
 
 
 def test_configuration_errors_name_the_problem():

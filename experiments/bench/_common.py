@@ -10,11 +10,17 @@ import time
 from collections.abc import Callable
 
 
-def median_times(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, float]:
+def median_times(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2,
+                 settle: int = 1) -> dict[str, float]:
   """Median seconds per call of each function, calling them in turn `reps` times.
 
   Each function must block until its work is done (jax.block_until_ready; torch on CPU is
-  synchronous). Alternating keeps slow drifts of the machine's load out of the ratios.
+  synchronous). Alternating keeps slow drifts of the machine's load out of the ratios. Each
+  timed call follows `settle` untimed calls of the same function, so it is measured in its
+  steady state, as in a training loop: measured right after another runtime's work, a step
+  pays for that runtime's still-spinning worker threads and the caches it filled (17% on the
+  nanoGPT-size step of the function that followed torch's), and after an idle pause for
+  waking its own threads (50%).
   """
   for fn in fns.values():
     for _ in range(warmup):
@@ -22,6 +28,8 @@ def median_times(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 
   times = {name: [] for name in fns}
   for _ in range(reps):
     for name, fn in fns.items():
+      for _ in range(settle):
+        fn()
       start = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - start)

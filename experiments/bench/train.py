@@ -34,7 +34,7 @@ SIZES = {
     "tiny": dict(reps=2, specs=[
         Spec("llama-tiny", LLAMA, 32, 2, 4, 2, 64, 64, 16, 2),
         Spec("gpt2-tiny", GPT2, 32, 2, 4, 4, 128, 64, 16, 2)]),
-    "cpu": dict(reps=15, specs=[
+    "cpu": dict(reps=9, specs=[
         Spec("llama-nanogpt", LLAMA, 128, 4, 4, 4, 352, 65, 64, 12),
         Spec("gpt2-nanogpt", GPT2, 128, 4, 4, 4, 512, 65, 64, 12),
         Spec("llama-512", LLAMA, 512, 8, 8, 2, 1408, 32000, 512, 4, CHUNKED_128),

@@ -32,9 +32,9 @@ class SharedStack(nn.Module):
   def __call__(self, x, mask, bias, positions, deterministic=True):
     cfg = self.cfg
     block = Block
-    if cfg.remat != "none":
+    if cfg.remat_policy != "none":
       # static_argnums counts self as 0: x=1, mask=2, bias=3, positions=4, cache=5, det=6.
-      block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+      block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
                        static_argnums=(6,))
     kwargs = dict(self.block_kwargs)
     mode = cfg.albert_sharing

@@ -2,7 +2,7 @@
 
 Both forms give the same function; the scanned form stores each parameter with a leading
 'layers' axis, the loop form as `layers_0`, `layers_1`, ... Rematerialisation wraps the
-block with the policy named by `cfg.remat`. When only every k-th layer is a mixture of experts,
+block with the policy named by `cfg.remat_policy`. When only every k-th layer is a mixture of experts,
 the repeated unit is a group of k blocks (`BlockGroup`). `context`, when given, is passed to
 every block after `deterministic` (an encoder-decoder's decoder blocks read the encoder output
 and the cross-attention mask from it), broadcast over the layers like the mask.
@@ -89,11 +89,11 @@ class Stack(nn.Module):
     cfg = self.cfg
     block = self.block
     extra = () if context is None else (context,)
-    if cfg.remat != "none":
+    if cfg.remat_policy != "none":
       # static_argnums counts self as 0: x=1, mask=2, bias=3, positions=4, cache=5, det=6
       # (context=7 is traced).
       block = nn.remat(
-          block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+          block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
           static_argnums=(6,))
     every = cfg.moe_every if cfg.moe_experts else 1
     if self.n_layers % every:
@@ -116,7 +116,7 @@ class Stack(nn.Module):
       out = pipeline.run(
           self.variables["params"]["layers"], cfg, unit(cfg, parent=None, **kwargs), x, mask,
           bias, positions, deterministic, self.make_rng("dropout") if dropout else None,
-          REMAT_POLICIES.get(cfg.remat))
+          REMAT_POLICIES.get(cfg.remat_policy))
       return out, None
     if cfg.scan_layers:
       scanned = nn.scan(
