@@ -34,7 +34,9 @@ RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "trai
                      "train.sample_every", "train.sample_prompt", "train.sample_tokens",
                      "train.sample_temperature", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.keep_best", "train.async_checkpoint", "train.progress",
-                     "train.tensorboard", "train.max_nonfinite", "name")
+                     "train.tensorboard", "train.max_nonfinite", "name",
+                     # What the backward pass recomputes: the same function, the same params.
+                     "model.remat")
 
 
 def _abstract(tree):

@@ -76,8 +76,9 @@ def test_resuming_with_a_different_config_names_the_fields(tmp_path):
   _train(tmp_path, "train.steps=2", "train.checkpoint_every=2")
   with pytest.raises(ValueError, match=r"model.d_model: 64 -> 32.*\n.*optimizer.lr"):
     _train(tmp_path, "train.steps=2", "model.d_model=32", "optimizer.lr=0.1")
-  # Run-control fields may change: training further is allowed.
-  assert _train(tmp_path, "train.steps=4", "train.checkpoint_every=2")["step"] == 4
+  # Run-control fields may change: training further is allowed, and so is the remat policy
+  # (the same function and parameters).
+  assert _train(tmp_path, "train.steps=4", "train.checkpoint_every=2", "model.remat=full")["step"] == 4
 
 
 def test_bad_overrides_are_rejected_with_close_matches(capsys):
