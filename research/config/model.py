@@ -372,7 +372,7 @@ class ModelConfig:
     recompute the elementwise work) and 'none' for the loop form. A scan stacks every saved
     activation into an [L, ...] buffer that XLA zero-fills and copies before the loop writes
     it; saving fewer of them measured faster, not slower, even with the recompute (CPU train
-    step, nanoGPT size 39 -> 28 ms, d_model 512 3.1 -> 2.9 s), and it is what MaxText and
+    step, nanoGPT size 39 -> 26 ms, d_model 512 3.1 -> 2.9 s), and it is what MaxText and
     levanter do to scanned stacks on accelerators for memory. The loop form has no such
     buffers, and recomputing only costs there.
     """
