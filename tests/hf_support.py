@@ -19,17 +19,53 @@ PARITY_TOL = 1e-4
 SEQ = 12
 
 
+def perturb(model, scale: float = 0.1, seed: int | None = None):
+  """A transformers `model` in eval mode with every parameter (norms and biases included)
+  moved by scale * N(0, 1), so a dropped or swapped one shows. `seed`: reseed torch first."""
+  if seed is not None:
+    torch.manual_seed(seed)
+  with torch.no_grad():
+    for param in model.parameters():
+      param.add_(scale * torch.randn_like(param))
+  return model.eval()
+
+
 def hf_model(model_type: str, seed: int = 0, **config):
   """A transformers *ForCausalLM from a small config, eager attention, fp32, eval mode, with
   every parameter (norms and biases included) moved away from its initial value."""
   hf_config = transformers.AutoConfig.for_model(model_type, **config)
   torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_config(
-      hf_config, attn_implementation="eager", dtype=torch.float32)
-  with torch.no_grad():
-    for param in model.parameters():
-      param.add_(0.1 * torch.randn_like(param))
-  return model.eval()
+  return perturb(transformers.AutoModelForCausalLM.from_config(
+      hf_config, attn_implementation="eager", dtype=torch.float32))
+
+
+def random_params(cfg, seed: int = 0):
+  """(our model, its initial params moved by 0.1 * N(0, 1): non-trivial norms and biases)."""
+  from research.models import registry
+
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(
+      lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape), x.dtype),
+      registry.init_params(cfg, jax.random.key(seed)))
+  return registry.build(cfg), params
+
+
+def save_and_open(model, params, tmp_path, model_class, **load_options):
+  """research.hf.save, then transformers `model_class.from_pretrained` (eager, fp32, eval),
+  asserting no missing, unexpected or mismatched tensors. Returns (path, reference)."""
+  path = research.hf.save(model, params, tmp_path / "ours")
+  reference, info = model_class.from_pretrained(
+      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True,
+      **load_options)
+  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  return path, reference.eval()
+
+
+def assert_loads_back(path, cfg, params):
+  """research.hf.load of a saved directory gives back bit-identical params."""
+  _, loaded = research.hf.load(path, scan_layers=cfg.scan_layers)
+  assert jax.tree.structure(loaded) == jax.tree.structure(params)
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
 def padded_batch(vocab: int, seed: int = 0):
@@ -80,25 +116,12 @@ def assert_round_trip(cfg, tmp_path, seed: int = 0, **load_options):
   and research.hf.load of the saved directory gives back bit-identical params.
 
   `load_options` go to from_pretrained (e.g. experts_implementation for Mixtral)."""
-  from research.models import registry
-
-  model = registry.build(cfg)
-  params = registry.init_params(cfg, jax.random.key(seed))
-  # Non-trivial norms and biases, so a dropped or swapped one shows.
-  rng = np.random.default_rng(seed)
-  params = jax.tree.map(
-      lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape), x.dtype), params)
-  path = research.hf.save(model, params, tmp_path / "ours")
-  reference, info = transformers.AutoModelForCausalLM.from_pretrained(
-      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True,
-      **load_options)
-  reference.eval()
-  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  model, params = random_params(cfg, seed)
+  path, reference = save_and_open(model, params, tmp_path, transformers.AutoModelForCausalLM,
+                                  **load_options)
   ids, mask, positions = padded_batch(cfg.vocab_size, seed=1)
   err = relative_error(our_logits(model, params, ids, mask, positions),
                        reference_logits(reference, ids, mask, positions), mask)
   assert err <= PARITY_TOL, f"relative logit error {err:.2e} > {PARITY_TOL}"
-  _, loaded = research.hf.load(path, scan_layers=cfg.scan_layers)
-  assert jax.tree.structure(loaded) == jax.tree.structure(params)
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  assert_loads_back(path, cfg, params)
   return path

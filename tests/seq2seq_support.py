@@ -8,17 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-import research.hf
-from hf_support import PARITY_TOL
-
-
-def perturbed(model, scale: float = 0.1, seed: int = 0):
-  """`model` in eval mode with every parameter moved by scale * N(0, 1), norms included."""
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for param in model.parameters():
-      param.add_(scale * torch.randn_like(param))
-  return model.eval()
+from hf_support import PARITY_TOL, assert_loads_back, random_params, save_and_open
 
 
 def seq2seq_batch(vocab: int, seed: int = 0):
@@ -55,21 +45,10 @@ def assert_round_trip(cfg, tmp_path, model_class, seed: int = 0):
   """Our random params -> research.hf.save -> transformers `model_class.from_pretrained`: no
   missing or unexpected tensors, equal logits on a padded batch; and research.hf.load of the
   saved directory gives back bit-identical params. Returns the transformers model."""
-  from research.models import registry
-
-  model = registry.build(cfg)
-  params = registry.init_params(cfg, jax.random.key(seed))
-  rng = np.random.default_rng(seed)
-  params = jax.tree.map(
-      lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape), x.dtype), params)
-  path = research.hf.save(model, params, tmp_path / "ours")
-  reference, info = model_class.from_pretrained(
-      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
-  reference.eval()
-  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  model, params = random_params(cfg, seed)
+  path, reference = save_and_open(model, params, tmp_path, model_class)
   batch = seq2seq_batch(cfg.vocab_size, seed=1)
   err = relative_error(our_logits(model, params, batch), reference_logits(reference, batch), batch)
   assert err <= PARITY_TOL, f"relative logit error {err:.2e} > {PARITY_TOL}"
-  _, loaded = research.hf.load(path, scan_layers=cfg.scan_layers)
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  assert_loads_back(path, cfg, params)
   return reference

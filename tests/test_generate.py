@@ -130,3 +130,16 @@ def test_greedy_is_argmax_with_its_first_index_tie_break():
   logits = logits.at[3].set(1.0)  # all equal
   np.testing.assert_array_equal(greedy(logits), jnp.argmax(logits, axis=-1))
   assert greedy(logits)[1] == 7 and greedy(logits)[3] == 0
+
+
+def test_last_only_is_the_last_column_of_the_full_logits():
+  cfg = tiny(n_kv_heads=2)
+  params = registry.init_params(cfg, jax.random.key(0))
+  model = registry.build(cfg)
+  ids, mask = left_pad([list(range(3, 9)), list(range(10, 13))])
+  cache = KVCache.init(cfg, 2, ids.shape[1] + 1)
+  full, _ = model.apply({"params": params}, input_ids=ids, attention_mask=mask, cache=cache)
+  last, _ = model.apply({"params": params}, input_ids=ids, attention_mask=mask, cache=cache,
+                        last_only=True)
+  assert last.shape == (2, 1, cfg.vocab_size)
+  np.testing.assert_allclose(last, full[:, -1:], atol=1e-6)

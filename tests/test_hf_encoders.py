@@ -6,16 +6,15 @@ here with random token_type_ids too, and each head's outputs compared.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 
 import research.hf
-from hf_support import PARITY_TOL, SEQ, relative_error
+from hf_support import (PARITY_TOL, SEQ, assert_loads_back, perturb, random_params, relative_error,
+                        save_and_open)
 from research import presets
-from research.models import registry
 
 _SMALL = dict(vocab_size=128, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=96, max_position_embeddings=40)
@@ -48,12 +47,8 @@ CASES = {
 def _reference(model_type, cls, config, seed=0):
   hf_config = transformers.AutoConfig.for_model(model_type, **config)
   torch.manual_seed(seed)
-  model = getattr(transformers, cls)._from_config(
-      hf_config, attn_implementation="eager", dtype=torch.float32)
-  with torch.no_grad():
-    for param in model.parameters():
-      param.add_(0.1 * torch.randn_like(param))
-  return model.eval()
+  return perturb(getattr(transformers, cls)._from_config(
+      hf_config, attn_implementation="eager", dtype=torch.float32))
 
 
 def _batch(vocab, pad, type_vocab, seed=0):
@@ -151,25 +146,15 @@ def test_a_pretraining_checkpoint_loads_as_masked_lm(tmp_path):
 ])
 def test_our_params_round_trip_through_transformers(name, heads, pooler, cls, tmp_path):
   cfg = presets.get(name, encoder_heads=heads, pooler=pooler, num_labels=3)
-  model = registry.build(cfg)
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(
-      lambda x: jnp.asarray(np.asarray(x) + 0.1 * rng.standard_normal(x.shape), x.dtype),
-      registry.init_params(cfg, jax.random.key(0)))
-  path = research.hf.save(model, params, tmp_path / "ours")
-  reference, info = getattr(transformers, cls).from_pretrained(
-      path, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
-  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-  reference.eval()
+  model, params = random_params(cfg)
+  path, reference = save_and_open(model, params, tmp_path, getattr(transformers, cls))
   pairs = {"mlm": "prediction_logits" if "ForPreTraining" in cls else "logits",
            "nsp": "seq_relationship_logits", "sop": "sop_logits", "classification": "logits"}
   if not heads:
     pairs = {"hidden": "last_hidden_state", "pooled": "pooler_output"}
   _assert_outputs_match(model, params, reference,
                         {k: v for k, v in pairs.items() if k in heads or not heads}, seed=1)
-  _, loaded = research.hf.load(path, scan_layers=cfg.scan_layers)
-  assert jax.tree.structure(loaded) == jax.tree.structure(params)
-  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  assert_loads_back(path, cfg, params)
 
 
 def test_configs_transformers_cannot_hold_are_refused():

@@ -9,8 +9,9 @@ import transformers
 import research.hf
 from hf_support import PARITY_TOL
 from research import presets
-from seq2seq_support import (assert_round_trip, our_logits, perturbed, reference_logits,
-                             relative_error, seq2seq_batch)
+from hf_support import perturb
+from seq2seq_support import (assert_round_trip, our_logits, reference_logits, relative_error,
+                             seq2seq_batch)
 
 # Four encoder layers with sparse ones at 1 and 3, two decoder layers with a sparse one at 1.
 _SMALL = dict(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=2,
@@ -19,9 +20,9 @@ _SMALL = dict(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=4, num_dec
 
 
 def _loaded(tmp_path, **config):
-  reference = perturbed(transformers.SwitchTransformersForConditionalGeneration._from_config(
+  reference = perturb(transformers.SwitchTransformersForConditionalGeneration._from_config(
       transformers.SwitchTransformersConfig(**{**_SMALL, **config}), attn_implementation="eager",
-      dtype=torch.float32))
+      dtype=torch.float32), seed=0)
   reference.save_pretrained(tmp_path)
   model, params = research.hf.load(tmp_path)
   return reference, model, params
