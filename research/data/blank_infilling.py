@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from research.data.noising import example_rng
+from research.data.noising import example_rng, row_texts
 
 MASK_RATIO = 0.15
 POISSON_LAMBDA = 3.0
@@ -110,19 +110,14 @@ def infill_batch(batch: dict[str, np.ndarray], *, mask_id: int, start_id: int, e
   Each row's tokens are one text; a text too long for its T slots after infilling (text plus
   two tokens per span) is cut to T - 2 * spans tokens and its spans drawn again.
   """
-  ids, next_ids, segments = batch["input_ids"], batch["targets"], batch["segment_ids"]
-  rows, width = ids.shape
+  rows, width = batch["input_ids"].shape
   pmf = span_length_pmf()
   out = {k: np.zeros((rows, width), np.int32) for k in
          ("input_ids", "targets", "attention_mask", "position_ids", "block_position_ids")}
   out["input_ids"][:] = pad_id
   out["loss_mask"] = np.zeros((rows, width), np.float32)
   out["prefix_len"] = np.zeros((rows,), np.int32)
-  for r in range(rows):
-    n = int(np.sum(segments[r] != 0))
-    if n == 0:
-      continue
-    text = np.concatenate([ids[r, :n], next_ids[r, n - 1:n]]).astype(np.int32)
+  for r, text in row_texts(batch):
     rng = example_rng(text, seed, epoch)
     spans = sample_spans(len(text), rng, mask_ratio, pmf)
     while len(text) + 2 * len(spans) > width:

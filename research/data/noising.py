@@ -15,7 +15,7 @@ tokenizer that does name them (`<extra_id_0>`, `[MASK]`, ...) gets its own ids u
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -24,6 +24,16 @@ def example_rng(tokens: np.ndarray, seed: int, epoch: int, salt: int = 0) -> np.
   """A generator determined by the example's tokens, the data seed, the epoch and `salt`."""
   digest = hashlib.blake2b(np.ascontiguousarray(tokens, np.int32).tobytes(), digest_size=8)
   return np.random.default_rng([seed, epoch, salt, int.from_bytes(digest.digest(), "little")])
+
+
+def row_texts(batch: dict[str, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+  """(row, int32 tokens) for every non-empty row of a data-pipeline batch: the row's n real
+  inputs and the target after the last, its up to T + 1 tokens of text."""
+  ids, next_ids, segments = batch["input_ids"], batch["targets"], batch["segment_ids"]
+  for r in range(ids.shape[0]):
+    n = int(np.sum(segments[r] != 0))
+    if n:
+      yield r, np.concatenate([ids[r, :n], next_ids[r, n - 1:n]]).astype(np.int32)
 
 
 def added_token_ids(tokenizer, model_vocab: int, symbols: Sequence[Sequence[str]],

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from research.data.noising import example_rng
+from research.data.noising import example_rng, row_texts
 
 NOISE_DENSITY = 0.15
 MEAN_NOISE_SPAN_LENGTH = 3.0
@@ -92,8 +92,7 @@ def corrupt_batch(batch: dict[str, np.ndarray], *, sentinels: Sequence[int], eos
   Each row's tokens (its inputs and last target, padding dropped) are one example; S and L are
   `corrupted_lengths(T + 1)`, so shorter rows are padded.
   """
-  ids, next_ids, segments = batch["input_ids"], batch["targets"], batch["segment_ids"]
-  rows, width = ids.shape
+  rows, width = batch["input_ids"].shape
   enc_len, dec_len = corrupted_lengths(width + 1, noise_density, mean_noise_span_length)
   sentinels = np.asarray(sentinels, np.int32)
   need = noise_counts(width + 1, noise_density, mean_noise_span_length)[1]
@@ -108,11 +107,7 @@ def corrupt_batch(batch: dict[str, np.ndarray], *, sentinels: Sequence[int], eos
       "targets": np.full((rows, dec_len), pad_id, np.int32),
   }
   eos = [] if eos_id is None else [eos_id]
-  for r in range(rows):
-    n = int(np.sum(segments[r] != 0))
-    if n == 0:
-      continue
-    tokens = np.concatenate([ids[r, :n], next_ids[r, n - 1:n]]).astype(np.int32)
+  for r, tokens in row_texts(batch):
     rng = example_rng(tokens, seed, epoch)
     noise = random_spans_noise_mask(len(tokens), rng, noise_density, mean_noise_span_length)
     inputs, targets = corrupt(tokens, noise, sentinels)
