@@ -10,6 +10,7 @@ the batches and dropout masks the uninterrupted run would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -80,12 +81,24 @@ def sample_text(model, params, tokenizer, prompt: str, tokens: int, temperature:
 
 
 def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
+  """Trains `cfg` in `workdir`, resuming from its newest valid checkpoint; returns the summary.
+
+  The run directory is locked for the run's length (research.checkpoint.lock): a second run on
+  it is refused while this one lives.
+  """
+  run_dir = pathlib.Path(workdir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  with checkpoint.RunLock(run_dir) if distributed.is_primary() else contextlib.nullcontext():
+    return _train(cfg, run_dir)
+
+
+def _train(cfg: ExperimentConfig, run_dir: pathlib.Path) -> dict:
   tcfg = cfg.train
   primary = distributed.is_primary()
   say = print if primary else (lambda *a, **k: None)
-  run_dir = pathlib.Path(workdir)
-  run_dir.mkdir(parents=True, exist_ok=True)
-  checkpoint.check_resumable(run_dir, cfg)
+  ckpt = checkpoint.Checkpointer(run_dir, every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints,
+                                 keep_best=tcfg.keep_best, async_save=tcfg.async_checkpoint)
+  checkpoint.check_resumable(run_dir, cfg, saved=ckpt.run_config(run_dir / checkpoint.CONFIG_FILE))
   dataset = data.build(cfg.data)
   tokenizer = dataset.tokenizer
   if primary:
@@ -110,8 +123,6 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   plan = plan_training(model_cfg, optimizer, cfg.mesh, mesh, init_params=ft.init_params)
   frozen, frozen_sh = ft.place(plan)
   frozen_args, frozen_in = ((), ()) if frozen is None else ((frozen,), (frozen_sh,))
-  ckpt = checkpoint.Checkpointer(run_dir, every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints,
-                                 keep_best=tcfg.keep_best, async_save=tcfg.async_checkpoint)
   restored = ckpt.restore_latest(plan.abstract)
   if restored is None:
     state = jax.jit(plan.init_fn, static_argnums=1, out_shardings=plan.state)(
@@ -121,7 +132,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
   else:
     state, meta = restored
     data_state, start = meta["data"], int(state.step)
-    log.info("resumed %s at step %d", run_dir, start)
+    say(f"resuming from the checkpoint of step {start}", flush=True)
 
   batch_sh = plan.batch
   step_fn = make_train_step(
@@ -173,6 +184,7 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
                  and (ft.tuned is None or ft.tuned.method.supports_cache))
   iterator = dataset.train_iterator(state=data_state, process_index=jax.process_index(),
                                     process_count=jax.process_count())
+  saved_config = cfg.to_dict()
   progress = Progress(tcfg.steps, start, tcfg.progress and primary)
   check_every = min(tcfg.log_every, tcfg.max_nonfinite)
   pending, interval_start, wall_start = [], time.perf_counter(), time.perf_counter()
@@ -222,14 +234,14 @@ def train(cfg: ExperimentConfig, workdir: str | pathlib.Path) -> dict:
         writer.write_text(step, "sample", text)
       if ckpt.should_save(step) or last:
         ckpt.save(step, state, {"data": iterator.state(), "eval_loss": eval_loss if eval_now else None},
-                  eval_loss=eval_loss if eval_now else None)
+                  eval_loss=eval_loss if eval_now else None, config=saved_config)
       if eval_now or step % tcfg.log_every == 0:
         interval_start = time.perf_counter()
       progress.update(step)
   except KeyboardInterrupt:
     step = int(state.step)
     say(f"\ninterrupted: saving a checkpoint at step {step} before exiting", flush=True)
-    ckpt.save(step, state, {"data": iterator.state(), "eval_loss": None})
+    ckpt.save(step, state, {"data": iterator.state(), "eval_loss": None}, config=saved_config)
     ckpt.wait()
     raise
   finally:

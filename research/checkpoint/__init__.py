@@ -1,0 +1,21 @@
+"""Run directories and their checkpoints.
+
+A run directory holds `config.json` (the full ExperimentConfig), `tokenizer/`, `metrics.jsonl`,
+TensorBoard events, `.lock` (research.checkpoint.lock) and `checkpoints/<step>/`: orbax items
+sealed by a manifest of sizes and sha256 sums (research.checkpoint.manager, .manifest).
+
+    config, model, params = research.checkpoint.restore("runs/default")
+    python -m research.checkpoint verify runs/default
+"""
+
+from research.checkpoint.lock import RunDirectoryBusy, RunLock
+from research.checkpoint.manager import (INVALID_DIR, Checkpointer, CheckpointWriteError,
+                                         NoValidCheckpoint, saved_steps)
+from research.checkpoint.restore import restore, restore_params, verify_run
+from research.checkpoint.run_config import (CONFIG_FILE, RESUMABLE_CHANGES, check_resumable,
+                                            config_differences, read_config, write_config)
+
+__all__ = ["CONFIG_FILE", "INVALID_DIR", "RESUMABLE_CHANGES", "CheckpointWriteError", "Checkpointer",
+           "NoValidCheckpoint", "RunDirectoryBusy", "RunLock", "check_resumable",
+           "config_differences", "read_config", "restore", "restore_params", "saved_steps",
+           "verify_run", "write_config"]
