@@ -297,8 +297,6 @@ class Checkpointer:
       except (ValueError, TypeError, KeyError) as err:
         problem = f"{config_file} is unreadable ({type(err).__name__}: {err})"
     if step is None:
-      if problem and saved_steps(self.run_dir):
-        raise NoValidCheckpoint(self._none_valid_message())
       if problem:
         raise ValueError(problem + "; there is no checkpoint to recover it from. Use a new --workdir.")
       return root_config
@@ -317,14 +315,13 @@ class Checkpointer:
             "run directory away or use a new --workdir.")
 
   def restore_latest(self, abstract_state):
-    """(state, meta) from the newest valid checkpoint, or None if there are no checkpoints.
+    """(state, meta) from the newest valid checkpoint, or None if the run has none to lose.
 
     `abstract_state` is a TrainState of ShapeDtypeStructs (with shardings, to restore sharded).
     An invalid step (manifest mismatch, a restore error, non-finite values) is quarantined with
-    a warning and the previous one tried; if checkpoints exist and none is valid, raises
-    NoValidCheckpoint.
+    a warning and the previous one tried; if a sealed step went bad and no valid one is left,
+    raises NoValidCheckpoint rather than start the run afresh over it.
     """
-    had_any = bool(saved_steps(self.run_dir))
     while (step := self._newest_verified()) is not None:
       try:
         state, meta = self._restore(step, abstract_state)
@@ -337,7 +334,10 @@ class Checkpointer:
         reason = f"{bad} holds NaN or infinite values"
       self._manifests.pop(step, None)
       self._quarantine(step, reason)
-    if had_any:
+    # Steps that were never sealed (a save cut short) held nothing to lose; a sealed step that
+    # went bad did, so the run refuses to start afresh over it, now or on a later attempt.
+    quarantined = self.run_dir / INVALID_DIR
+    if quarantined.is_dir() and any((p / manifest.MANIFEST).exists() for p in quarantined.iterdir()):
       raise NoValidCheckpoint(self._none_valid_message())
     return None
 

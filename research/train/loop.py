@@ -3,7 +3,7 @@ holds checkpoints, train, evaluate, sample, log and checkpoint.
 
     summary = research.train.loop.train(config, "runs/my-run")
 
-Re-running the same command resumes from the newest checkpoint that restores; the data
+Re-running the same command resumes from the newest valid checkpoint; the data
 iterator's position and the RNG are part of the checkpoint, so the resumed run sees exactly
 the batches and dropout masks the uninterrupted run would have.
 """
