@@ -166,3 +166,10 @@ def test_disk_full_during_a_save(reference, tmp_path, small_disk, capsys):
   _train(moved)
   _assert_resumed(moved, ref_losses, capsys, from_step=saved[-1])
   assert (moved / "checkpoints" / "8" / manifest.MANIFEST).is_file()
+
+
+def test_training_refuses_a_run_directory_in_use(tmp_path):
+  with checkpoint.RunLock(tmp_path / "run"):
+    with pytest.raises(checkpoint.RunDirectoryBusy, match=f"process {os.getpid()} on"):
+      _train(tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()  # refused before anything was written

@@ -104,6 +104,7 @@ class Checkpointer:
     self._manifests: dict[int, dict] = {}  # verified (or sealed here) steps
     self._stamps: dict[int, dict] = {}  # their files' (size, mtime) when verified
     self._writing: int | None = None
+    self._saved: set[int] = set()  # written by this process (every process knows these)
     self._sealer: threading.Thread | None = None
     self._failure: BaseException | None = None
 
@@ -120,8 +121,8 @@ class Checkpointer:
     CheckpointWriteError; the steps written before it are untouched.
     """
     self._join()
-    if step in self._manifests:
-      return  # already saved and sealed (a Ctrl-C right after a scheduled save)
+    if step in self._saved:
+      return  # already saved by this run (a Ctrl-C right after a scheduled save)
     faults.hit("save_start", step)
     train = {k: v for k, v in _state_fields(state).items() if k != "params"}
     metrics = None if eval_loss is None else {"eval_loss": float(eval_loss)}
@@ -160,6 +161,7 @@ class Checkpointer:
     if not step_dir.is_dir():  # orbax logs a failed finalisation and leaves the temporary dir
       self._failed(step, None)
     faults.hit("after_rename", step)
+    self._saved.add(step)
     if self.primary:
       try:
         self._manifests[step] = manifest.seal(step_dir, step, metrics)
