@@ -3,13 +3,15 @@ skip/resume/retry, and the report regenerated from the run directories alone."""
 
 import csv
 import json
+import math
+import pathlib
 import shutil
 
 import pytest
 
 from research.config import overrides
 from research.config import registry
-from research.sweeps import Measure, Sweep, SweepError, check, hyper, measures, report, results, runner
+from research.sweeps import Measure, Sweep, SweepError, Tune, check, hyper, measures, report, results, runner
 
 # A one-layer model on the synthetic tasks (no download), two steps per point.
 BASE = overrides.apply(registry.get("smoke"), [
@@ -191,6 +193,9 @@ def test_report_is_regenerated_from_the_run_directories(tmp_path):
     for suffix in (".png", ".svg"):
       assert (tmp_path / "out" / f"{stem}{suffix}").stat().st_size > 1000, stem
   assert report.markdown_table(rows, ["point", "eval_loss@64"]).count("n/a") == 2
+  summary = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+  assert [(r["variant"], r["n"], r["verdict"]) for r in summary] == [
+      ("position=learned", "2", "reference"), ("position=rope", "2", summary[1]["verdict"])]
 
 
 def test_kv_cache_bytes_scale_with_kv_heads():
@@ -198,3 +203,66 @@ def test_kv_cache_bytes_scale_with_kv_heads():
   mqa = mha.replace(n_kv_heads=1)
   assert measures.kv_cache_bytes_per_token(mha) == 2 * 1 * 4 * 8 * 4  # K and V, L, K heads, H, fp32
   assert measures.kv_cache_bytes_per_token(mha) == 4 * measures.kv_cache_bytes_per_token(mqa)
+
+
+def test_a_tuned_sweep_runs_its_grid_then_seeds_at_each_best_and_resumes(tmp_path, monkeypatch):
+  """With a stand-in for training whose loss is known for every point: the grid, each variant's
+  best learning rate (an edge one flagged), its seeds there, a kill and a resume, the report."""
+  from research.train import loop
+
+  calls, kill = [], {"activation=gelu,lr=0.003,seed=1"}
+
+  def train(config, run_dir):
+    run_dir = pathlib.Path(run_dir)
+    calls.append(run_dir.name)
+    if run_dir.name in kill:
+      kill.clear()
+      raise KeyboardInterrupt
+    lr, act, seed = config.optimizer.lr, config.model.activation, config.train.seed
+    if act == "relu" and lr >= 1e-2:
+      raise loop.TrainingDiverged("non-finite loss")
+    # gelu is best at 3e-3 (inside the grid), relu at 1e-3 (its lowest value), gelu lower.
+    best, floor = {"gelu": (3e-3, 2.0), "relu": (1e-3, 2.3)}[act]
+    loss = floor + 0.2 * abs(math.log10(lr / best)) + 0.001 * seed
+    steps = config.train.steps
+    (run_dir / "metrics.jsonl").write_text(
+        json.dumps({"step": steps, "loss": loss + 0.1, "tokens_per_s": 1000.0}) + "\n"
+        + json.dumps({"step": steps, "eval_loss": loss}) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps({"step": steps, "loss": loss + 0.1, "params": 1}))
+
+  monkeypatch.setattr(loop, "train", train)
+  tune = Tune(values=(1e-3, 3e-3, 1e-2, 3e-2), seeds=3)
+  sweep = _sweep(hyper.sweep("model.activation", ["gelu", "relu"]), tune=tune,
+                 reference="activation=relu", plots=("curves", "final", "tuning"))
+  lines = []
+  with pytest.raises(KeyboardInterrupt):
+    runner.run(sweep, tmp_path, echo=lines.append)
+  grid = [f"activation={a},lr={lr},seed=0"
+          for a in ("gelu", "relu") for lr in ("0.001", "0.003", "0.01", "0.03")]
+  assert calls == grid + ["activation=gelu,lr=0.003,seed=1"]
+  assert any("activation=gelu: best lr 0.003" in line for line in lines)
+  assert any("activation=relu: best lr 0.001" in line and "lowest value: extend the grid" in line
+             for line in lines)
+
+  calls.clear()
+  outcomes = runner.run(sweep, tmp_path, echo=lambda _: None)
+  # The grid is finished; the killed seed runs again, then the rest; seed 0 was the grid's.
+  assert calls == [f"activation=gelu,lr=0.003,seed={s}" for s in (1, 2)] + [
+      f"activation=relu,lr=0.001,seed={s}" for s in (1, 2)]
+  statuses = {o.point: o.status for o in outcomes}
+  assert statuses["activation=relu,lr=0.01,seed=0"] == "skipped"
+  directory = runner.sweep_dir(tmp_path, sweep)
+  assert runner.read_status(directory / "activation=relu,lr=0.03,seed=0")["status"] == "diverged"
+
+  paths = report.write(directory)
+  assert {p.name for p in paths} >= {"summary.csv", "summary.md", "tuning.csv", "loss_vs_lr.png",
+                                     "final_loss.png"}
+  summary = {r["variant"]: r for r in map(json.loads, (directory / "summary.jsonl").read_text().splitlines())}
+  gelu, relu = summary["activation=gelu"], summary["activation=relu"]
+  assert (gelu["lr"], gelu["lr_edge"], gelu["n"], gelu["verdict"]) == (3e-3, "", 3, "better")
+  assert gelu["mean"] == pytest.approx(2.001) and gelu["diff"] == pytest.approx(-0.3)
+  assert (relu["lr"], relu["lr_edge"], relu["lr_diverged"], relu["verdict"]) == (1e-3, "low", 2, "reference")
+  l0 = math.log(BASE.model.vocab_size)
+  assert relu["lr_sensitivity"] == pytest.approx((2.3 + 2.3 + 0.2 * math.log10(3) + 2 * l0) / 4 - 2.3)
+  curve = [r for r in csv.DictReader((directory / "tuning.csv").open()) if r["variant"] == "activation=relu"]
+  assert [float(r["eval_loss"]) for r in curve][2:] == [pytest.approx(l0, abs=1e-5)] * 2

@@ -106,7 +106,8 @@ def apply(base: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentCon
 
 
 def point_configs(sweep: Sweep) -> dict[str, ExperimentConfig]:
-  """Point name -> its validated config; raises SweepError listing every bad point."""
+  """Point name -> its validated config, for every point the sweep may run (a tuned sweep:
+  every variant at every grid value and seed); raises SweepError listing every bad point."""
   problems, configs = _configs(sweep)
   if problems:
     raise SweepError(sweep.id, problems)
@@ -117,7 +118,7 @@ def _configs(sweep: Sweep) -> tuple[list[Problem], dict[str, ExperimentConfig]]:
   problems: list[Problem] = []
   configs: dict[str, ExperimentConfig] = {}
   seen: set[str] = set()
-  for point in sweep.points:
+  for point in sweep.candidates():
     if point.name in seen:
       problems.append(Problem(point.name, "two points have this name (two axes give the same "
                                           "labels); make the labels distinct"))

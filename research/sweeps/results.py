@@ -1,14 +1,15 @@
 """The results table of a sweep, read from its run directories alone.
 
 One row per point: its axis labels and overridden config values, its status, the final
-train and eval loss, training throughput, parameter counts, wall time, and the columns its
-measures returned. `write_table` writes it as `results.csv` and `results.jsonl` beside the
-run directories; `group` pools the seeds of each configuration for bar charts.
+train and eval loss, the loss at initialisation (ln vocab_size: where a diverged run counts),
+training throughput, parameter counts, wall time, and the columns its measures returned.
+`write_table` writes it as `results.csv` and `results.jsonl` beside the run directories.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import pathlib
@@ -16,11 +17,12 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from research.sweeps import tuning
 from research.train.metrics_log import read_metrics
 
 CSV_FILE = "results.csv"
 JSONL_FILE = "results.jsonl"
-METRIC_COLUMNS = ("steps", "train_loss", "eval_loss", "tokens_per_s", "params",
+METRIC_COLUMNS = ("steps", "train_loss", "eval_loss", "init_loss", "tokens_per_s", "params",
                   "active_params", "wall_time_s")
 
 
@@ -41,10 +43,17 @@ def curves(run_dir: str | pathlib.Path) -> dict[str, list[tuple[int, float]]]:
   return out
 
 
-def row(run_dir: str | pathlib.Path) -> dict[str, Any]:
-  """The results-table row of one point's run directory."""
+@functools.lru_cache(maxsize=1024)
+def _model(config_json: str):
+  """The model a point trains. Cached: the table is rewritten after every point, and parsing
+  a config is slow (type hints looked up per field)."""
   from research.config.experiment import ExperimentConfig
 
+  return ExperimentConfig.from_dict(json.loads(config_json)).effective_model()
+
+
+def row(run_dir: str | pathlib.Path) -> dict[str, Any]:
+  """The results-table row of one point's run directory."""
   run_dir = pathlib.Path(run_dir)
   point = _json(run_dir / "point.json")
   status = _json(run_dir / "status.json")
@@ -63,7 +72,8 @@ def row(run_dir: str | pathlib.Path) -> dict[str, Any]:
   out["eval_loss"] = evals[-1]["eval_loss"] if evals else None
   out["tokens_per_s"] = statistics.median(rates) if rates else None
   if "config" in point:
-    model = ExperimentConfig.from_dict(point["config"]).effective_model()
+    model = _model(json.dumps(point["config"], sort_keys=True))
+    out["init_loss"] = tuning.init_loss(model.vocab_size)
     out["params"] = summary.get("params") or model.num_params()
     out["active_params"] = model.matmul_params_per_token()
   out["wall_time_s"] = summary.get("wall_time_s")
@@ -106,14 +116,23 @@ def write_table(sweep_dir: str | pathlib.Path, rows: Sequence[dict[str, Any]] | 
   rows = collect(sweep_dir) if rows is None else list(rows)
   out_dir = pathlib.Path(out_dir or sweep_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  cols = columns(rows)
-  with (out_dir / CSV_FILE).open("w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=cols)
+  write_csv(out_dir / CSV_FILE, rows, columns(rows))
+  (out_dir / JSONL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return rows
+
+
+def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]],
+              cols: Sequence[str] | None = None) -> None:
+  """`rows` as CSV, columns in first-seen order unless given; floats to 6 significant digits."""
+  if cols is None:
+    cols = []
+    for r in rows:
+      cols += [k for k in r if k not in cols]
+  with pathlib.Path(path).open("w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(cols))
     writer.writeheader()
     for r in rows:
       writer.writerow({k: _cell(r.get(k)) for k in cols})
-  (out_dir / JSONL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-  return rows
 
 
 def _cell(value: Any) -> Any:
@@ -124,10 +143,9 @@ def _cell(value: Any) -> Any:
   return "" if value is None else value
 
 
-def group_key(r: dict[str, Any]) -> str:
-  """The configuration a row belongs to: its labels other than the seed."""
-  tags = [f"{k[4:]}={v}" for k, v in r.items() if k.startswith("tag.") and k != "tag.seed"]
-  return ",".join(tags) or r["point"]
+def group_key(r: dict[str, Any], exclude: Sequence[str] = ("seed",)) -> str:
+  """The configuration a row belongs to: its labels other than the seed (and `exclude`)."""
+  return tuning.variant_name({k[4:]: v for k, v in r.items() if k.startswith("tag.")}, exclude)
 
 
 def group(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, list[float]]:

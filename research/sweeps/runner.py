@@ -12,6 +12,10 @@ Layout under `root/<sweep>/<size>/`:
     measures.json     what the sweep's measures returned
     log.txt           the run's console output
 
+A tuned sweep (research.sweeps.tuning) runs in two phases: its learning-rate grid, then its
+seeds at each variant's best value, chosen from the grid's results; the chosen points are
+points of the same directory, so a re-run skips what finished and resumes the rest.
+
 A point whose status is `done` or `diverged` (training stopped on non-finite losses, itself
 a result) is finished and skipped on re-run. A `failed` point is reported and skipped unless
 `retry_failed`; a `running` or `interrupted` one (the sweep was killed) runs again and its
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
@@ -34,7 +39,7 @@ import traceback
 from collections.abc import Callable
 
 from research.config.experiment import ExperimentConfig
-from research.sweeps import check, measures, results
+from research.sweeps import check, measures, results, tuning
 from research.sweeps.spec import Sweep
 
 POINT_FILE = "point.json"
@@ -152,7 +157,8 @@ def _describe(outcome: Outcome, run_dir: pathlib.Path) -> str:
 def run(sweep: Sweep, root: str | pathlib.Path = "runs/sweeps", *, parallel: int = 1,
         retry_failed: bool = False, echo: Callable[[str], None] = print) -> list[Outcome]:
   """Validates every point (raising check.SweepError, with nothing run, if any is bad), then
-  runs the unfinished ones and rewrites the results table."""
+  runs the unfinished ones and rewrites the results table. A tuned sweep runs its grid, then
+  its seeds at each variant's best value."""
   if parallel < 1:
     raise ValueError(f"parallel={parallel} must be >= 1")
   configs = check.point_configs(sweep)
@@ -162,9 +168,51 @@ def run(sweep: Sweep, root: str | pathlib.Path = "runs/sweeps", *, parallel: int
     raise check.SweepError(sweep.id, stale)
   directory.mkdir(parents=True, exist_ok=True)
   _write_json(directory / MANIFEST_FILE, sweep.manifest())
+  phase = functools.partial(_run_phase, sweep, configs, directory, parallel=parallel,
+                            retry_failed=retry_failed, echo=echo)
+  if sweep.tune is None:
+    outcomes = phase(sweep.points, f"sweep {sweep.id}")
+  else:
+    grid = tuning.grid_points(sweep.points, sweep.tune)
+    outcomes = phase(grid, f"sweep {sweep.id}, grid of {sweep.tune.key}")
+    chosen = tuning.choices(results.collect(directory), [v.name for v in sweep.points], sweep.tune)
+    for line in _describe_choices(chosen, sweep.tune):
+      echo(line)
+    seen = {p.name for p in grid}
+    best = {v: c.best for v, c in chosen.items()}
+    final = [p for p in tuning.final_points(sweep.points, sweep.tune, best) if p.name not in seen]
+    outcomes += phase(final, f"sweep {sweep.id}, {sweep.tune.seeds} seeds at each variant's best "
+                             f"{sweep.tune.axis}")
+  results.write_table(directory)
+  failed = [o for o in outcomes if o.status == "failed"]
+  echo(f"sweep {sweep.id}: " + ", ".join(
+      f"{n} {s}" for s, n in _counts(outcomes).items()) + f"; table {directory / results.CSV_FILE}")
+  for o in failed:
+    echo(f"  FAILED {o.point}: {o.message.splitlines()[0][:300] if o.message else ''} "
+         f"(see {directory / o.point / STATUS_FILE})")
+  return outcomes
 
+
+def _describe_choices(chosen: dict[str, tuning.Choice], tune: tuning.Tune) -> list[str]:
+  lines = []
+  for variant, c in chosen.items():
+    if not c.complete:
+      missing = [f"{v:g}" for v, x in zip(c.values, c.losses) if x is None]
+      lines.append(f"  {variant}: no {tune.axis} chosen, the grid has no result at "
+                   f"{', '.join(missing)} (failed or not run); its seeds wait for it")
+      continue
+    edge = (f" (the grid's {'lowest' if c.edge == 'low' else 'highest'} value: extend the grid)"
+            if c.edge else "")
+    lines.append(f"  {variant}: best {tune.axis} {c.best:g}, {tune.metric} {c.best_loss:.4f}{edge}")
+  return lines
+
+
+def _run_phase(sweep: Sweep, configs: dict[str, ExperimentConfig], directory: pathlib.Path,
+               points, title: str, *, parallel: int, retry_failed: bool,
+               echo: Callable[[str], None]) -> list[Outcome]:
+  """Runs the unfinished `points`; returns an Outcome for each (skipped ones included)."""
   outcomes, pending = [], []
-  for point in sweep.points:
+  for point in points:
     run_dir = directory / point.name
     status = (read_status(run_dir) or {}).get("status")
     if status in FINISHED:
@@ -181,7 +229,7 @@ def run(sweep: Sweep, root: str | pathlib.Path = "runs/sweeps", *, parallel: int
       pending.append(point.name)
   skipped = [o for o in outcomes if o.status == "skipped"]
   failed_before = [o for o in outcomes if o.status == "not-retried"]
-  echo(f"sweep {sweep.id}: {len(sweep.points)} points, {len(skipped)} finished before, "
+  echo(f"{title}: {len(points)} points, {len(skipped)} finished before, "
        f"{len(failed_before)} failed before (not retried), {len(pending)} to run -> {directory}")
   for o in failed_before:
     echo(f"  failed before: {o.point}: {o.message.splitlines()[0][:200] if o.message else ''} "
@@ -200,13 +248,6 @@ def run(sweep: Sweep, root: str | pathlib.Path = "runs/sweeps", *, parallel: int
       finished(name, time.time() - start, i)
   else:
     _run_parallel(directory, pending, parallel, finished)
-  results.write_table(directory)
-  failed = [o for o in outcomes if o.status == "failed"]
-  echo(f"sweep {sweep.id}: " + ", ".join(
-      f"{n} {s}" for s, n in _counts(outcomes).items()) + f"; table {directory / results.CSV_FILE}")
-  for o in failed:
-    echo(f"  FAILED {o.point}: {o.message.splitlines()[0][:300] if o.message else ''} "
-         f"(see {directory / o.point / STATUS_FILE})")
   return outcomes
 
 
