@@ -1,4 +1,4 @@
-"""python -m experiments.sweep NAME [--size cpu|full] [--parallel N] [--retry-failed]
+"""python -m experiments.sweep NAME [--size quick|cpu|full] [--parallel N] [--retry-failed]
                                     [--root runs/sweeps] [--dry-run] [key=value ...]
 
 Thin entry point: look the sweep up in experiments.sweeps, apply any base overrides, hand it
@@ -15,7 +15,7 @@ import sys
 
 from experiments import sweeps
 from research.config import overrides as overrides_lib
-from research.sweeps import SIZES, Sweep, SweepError, check, report, runner
+from research.sweeps import SIZES, Sweep, SweepError, check, report, runner, tuning
 
 
 def parse(argv=None) -> tuple[argparse.Namespace, Sweep]:
@@ -24,7 +24,9 @@ def parse(argv=None) -> tuple[argparse.Namespace, Sweep]:
       epilog="sweeps:\n  " + "\n  ".join(sweeps.describe()),
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", help="a sweep of experiments/sweeps/")
-  parser.add_argument("--size", choices=SIZES, default="cpu")
+  parser.add_argument("--size", choices=SIZES, default="quick",
+                      help="quick: minutes; cpu: near convergence, up to ~2 h on 2 cores with "
+                           "--parallel 2; full: an accelerator")
   parser.add_argument("--parallel", type=int, default=1, help="points run at once, each in its own process")
   parser.add_argument("--retry-failed", action="store_true", help="run points that failed before again")
   parser.add_argument("--root", default="runs/sweeps", help="runs go to ROOT/NAME/SIZE/POINT")
@@ -51,8 +53,14 @@ def main(argv=None) -> int:
     if args.dry_run:
       configs = check.point_configs(sweep)
       print(f"sweep {sweep.id}: {len(configs)} valid points -> {runner.sweep_dir(args.root, sweep)}")
-      for point in sweep.points:
+      points = sweep.points if sweep.tune is None else tuning.grid_points(sweep.points, sweep.tune)
+      for point in points:
         print(f"  {point.name}: " + " ".join(f"{k}={v}" for k, v in point.overrides.items()))
+      if sweep.tune is not None:
+        t = sweep.tune
+        more = len(sweep.points) * (t.seeds - min(t.grid_seeds, t.seeds))
+        print(f"then {t.seeds} seeds of each variant at its best {t.axis} ({more} more runs): "
+              f"{len(points) + more} runs in all")
       return 0
     outcomes = runner.run(sweep, args.root, parallel=args.parallel, retry_failed=args.retry_failed)
   except SweepError as err:
@@ -61,6 +69,7 @@ def main(argv=None) -> int:
   if not args.no_report:
     paths = report.write(runner.sweep_dir(args.root, sweep))
     print("report: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
+    print(next(p for p in paths if p.name == f"{report.SUMMARY_FILE}.md").read_text())
   return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
