@@ -119,3 +119,36 @@ def test_token_cross_entropy_equals_optax_and_argmax_accuracy():
   grad = jax.grad(lambda z: token_cross_entropy(z, targets, weights)[0])(logits)
   ref = jax.grad(lambda z: (optax.softmax_cross_entropy_with_integer_labels(z, targets) * weights).sum())(logits)
   np.testing.assert_allclose(grad, ref, atol=1e-6)
+
+
+
+def test_accuracy_breaks_ties_to_the_first_index_as_argmax():
+  import optax
+
+  from research.train.objectives import token_cross_entropy
+
+  # All-equal logits (a destroyed model): the argmax is token 0, so only targets 0 are right.
+  targets = jnp.asarray([[0, 3, 0, 5, 1]], jnp.int32)
+  weights = jnp.asarray([[1.0, 1.0, 0.5, 1.0, 1.0]])
+  _, _, correct = token_cross_entropy(jnp.zeros((1, 5, 7)), targets, weights)
+  assert float(correct) == 1.5
+  # A tie for the maximum at tokens 2 and 4: the first of them counts, the other does not.
+  logits = jnp.tile(jnp.asarray([0.0, 1.0, 3.0, -2.0, 3.0, 0.5]), (1, 3, 1))
+  targets = jnp.asarray([[2, 4, 1]], jnp.int32)
+  loss, _, correct = token_cross_entropy(logits, targets, jnp.ones((1, 3)))
+  assert float(correct) == 1.0
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  np.testing.assert_allclose(loss, ce.sum(), rtol=1e-6)  # ties change the accuracy only
+
+
+def test_eval_accuracy_of_a_zeroed_model_counts_only_targets_equal_to_token_0():
+  cfg = tiny()
+  batch = _batch()
+  batch["targets"] = np.array(batch["targets"])
+  batch["targets"][1:3, 5:8] = 0
+  model = registry.build(cfg)
+  params = jax.tree.map(jnp.zeros_like, registry.init_params(cfg, jax.random.key(0)))
+  sums = jax.jit(make_eval_step(model, objectives.causal_lm))(params, batch)
+  expected = ((batch["targets"] == 0) * batch["loss_mask"]).sum()
+  assert 0 < expected < batch["loss_mask"].sum()
+  assert float(sums["accuracy"]) == expected

@@ -56,20 +56,37 @@ def apply_model(model, params, rng, deterministic: bool, **inputs):
   return logits, aux, metrics
 
 
+def _max_and_argmax(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(max, argmax) over the last axis in one variadic reduction, ties to the lower index and
+  NaN first, as `jnp.argmax` breaks them (jax's own argmax reduction, returning the value too)."""
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+
+  def first_best(a, b):
+    (a_value, a_index), (b_value, b_index) = a, b
+    take_a = (a_value > b_value) | (a_value != a_value)
+    take_a_index = take_a | ((a_value == b_value) & (a_index < b_index))
+    return (jax.lax.select(take_a, a_value, b_value),
+            jax.lax.select(take_a_index, a_index, b_index))
+
+  init = (jnp.array(-jnp.inf, x.dtype), jnp.array(0, jnp.int32))
+  return jax.lax.reduce((x, index), init, first_best, (x.ndim - 1,))
+
+
 def token_cross_entropy(logits, targets, weights):
   """Sum of weighted next-token cross-entropies, total weight, and weighted correct count.
 
-  One max and one sum over the vocabulary: the log-softmax's max also decides correctness (the
-  target's logit reaches it), so no separate argmax pass runs over the [B, T, V] logits. A tie
-  for the maximum counts as correct.
+  A position is correct when the argmax is the target, a tie going to the first index as in
+  `jnp.argmax` (so all-equal logits are right only for target 0, not everywhere). One
+  (max, argmax) reduction and one sum run over the vocabulary: the argmax's value is the
+  log-softmax's max, so the argmax costs no pass of its own over the [B, T, V] logits.
   """
   logits = logits.astype(jnp.float32)
-  peak = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
-  shifted = logits - peak
+  peak, predicted = _max_and_argmax(jax.lax.stop_gradient(logits))
+  shifted = logits - peak[..., None]
   target = jnp.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
   ce = jnp.log(jnp.exp(shifted).sum(axis=-1)) - target
   weights = weights.astype(jnp.float32)
-  correct = (target >= 0).astype(jnp.float32)
+  correct = (predicted == targets).astype(jnp.float32)
   return (ce * weights).sum(), weights.sum(), (correct * weights).sum()
 
 
