@@ -82,7 +82,7 @@ def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   fields resolved (n_kv_heads None is n_heads, ...) and init-only fields left out."""
   out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS + INIT_FIELDS}
   out.update(n_kv_heads=cfg.num_kv_heads, head_dim=cfg.dim_per_head, d_ff=cfg.ffn_hidden,
-             final_norm=cfg.has_final_norm,
+             final_norm=cfg.has_final_norm, scale_decoder_outputs=cfg.decoder_output_scaled,
              moe_d_ff=cfg.expert_hidden if cfg.moe_experts else None,
              deepnorm_alpha=cfg.deepnorm()[0] if cfg.norm_placement == "deepnorm" else None,
              deepnorm_beta=None, glu_param_matched=None, ffn_multiple_of=None)

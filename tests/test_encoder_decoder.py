@@ -208,6 +208,23 @@ def test_invalid_encoder_decoder_configs_are_named(changes, needle):
 def test_decoder_layers_field_belongs_to_the_family():
   with pytest.raises(ValueError, match="n_decoder_layers=3 only applies to family="):
     ModelConfig(n_decoder_layers=3)
+  with pytest.raises(ValueError, match="scale_decoder_outputs=False only applies to family="):
+    ModelConfig(scale_decoder_outputs=False)
+
+
+def test_decoder_output_scale_is_apart_from_the_tying():
+  """scale_decoder_outputs=None follows tie_embeddings; set, it scales a tied or an untied head
+  by d_model^-0.5 or leaves it (transformers 5's T5 has all four)."""
+  ids, _, dec = _inputs()
+  for tied in (True, False):
+    cfg = tiny_t5(tie_embeddings=tied)
+    assert cfg.decoder_output_scaled == tied
+    params = registry.init_params(cfg, jax.random.key(0))
+    scaled, unscaled = (
+        registry.build(cfg.replace(scale_decoder_outputs=s)).apply(
+            {"params": params}, input_ids=ids, decoder_input_ids=dec) for s in (True, False))
+    assert np.abs(unscaled).max() > 1e-2
+    np.testing.assert_allclose(scaled, unscaled * cfg.d_model ** -0.5, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mesh_cfg", ["data2_fsdp2_tensor2", "expert2_data2_tensor2"])

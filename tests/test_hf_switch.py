@@ -80,3 +80,10 @@ def test_capacity_factor_routing_cannot_be_written():
   with pytest.raises(research.hf.ConversionError, match="moe_expert_capacity=None"):
     research.hf.config_to_hf(presets.get("switch-base-8-smoke", moe_expert_capacity=None),
                              "switch_transformers")
+
+
+def test_scaling_apart_from_tying_cannot_be_written():
+  """Switch ties and scales by one flag, tie_word_embeddings; only T5 sets them apart."""
+  with pytest.raises(research.hf.ConversionError, match="scale_decoder_outputs=False"):
+    research.hf.config_to_hf(presets.get("switch-base-8-smoke", scale_decoder_outputs=False),
+                             "switch_transformers")

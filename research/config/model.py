@@ -182,6 +182,10 @@ class ModelConfig:
   # Dropout on the FFN hidden activations, between the input and output projections (T5's
   # DenseReluDense drops there as well as on each sub-layer's output).
   ffn_dropout: float = 0.0
+  # Scale the decoder's output by d_model^-0.5 before the head (Mesh TensorFlow's T5 v1.0;
+  # transformers' `scale_decoder_outputs`, which T5 sets apart from tying). None: when
+  # tie_embeddings (T5 v1.0 tied and scaled, v1.1 untied and not).
+  scale_decoder_outputs: bool | None = None
   # Std of the token embedding's initialiser; None: init_std. T5 draws it from N(0, 1) (its tied
   # head rescales by d_model^-0.5, so the initial logits are of order one).
   embed_init_std: float | None = None
@@ -335,6 +339,9 @@ class ModelConfig:
         raise ValueError(f"{own}.n_decoder_layers={self.n_decoder_layers} only applies to "
                          f"family='encoder_decoder', not {self.family!r}")
       validate.positive(own, "n_decoder_layers", self.n_decoder_layers)
+    if self.scale_decoder_outputs is not None and self.family != "encoder_decoder":
+      raise ValueError(f"{own}.scale_decoder_outputs={self.scale_decoder_outputs} only applies to "
+                       f"family='encoder_decoder', not {self.family!r}")
     if self.block_positions:
       if self.family != "prefix_lm":
         raise ValueError(f"{own}.block_positions=True only applies to family='prefix_lm', not "
@@ -386,6 +393,13 @@ class ModelConfig:
   def decoder_layers(self) -> int:
     """Layers of an encoder_decoder model's decoder stack."""
     return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
+
+  @property
+  def decoder_output_scaled(self) -> bool:
+    """Whether an encoder_decoder model scales its decoder output by d_model^-0.5."""
+    if self.scale_decoder_outputs is None:
+      return self.tie_embeddings
+    return self.scale_decoder_outputs
 
   @property
   def num_kv_heads(self) -> int:

@@ -74,6 +74,8 @@ def load(path: str | os.PathLike, **overrides: Any) -> tuple[nn.Module, Any]:
   ckpt = checkpoint.Checkpoint(path)
   converter = registry.get(ckpt.config.get("model_type"))
   fields = converter.config_from_hf(ckpt.config)
+  if converter.fields_from_checkpoint is not None:
+    fields.update(converter.fields_from_checkpoint(ckpt.config, ckpt))
   param_dtype = overrides.pop("param_dtype", None) or ckpt.stored_dtype()
   if param_dtype not in DTYPES:
     raise errors.ConversionError(

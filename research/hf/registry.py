@@ -44,6 +44,10 @@ class Converter:
   ignored: tuple[str, ...] = COMMON_IGNORED
   # Other names a checkpoint may use for a table name (older or newer transformers).
   aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # (config.json dict, research.hf.checkpoint.Checkpoint) -> the ModelConfig fields that the
+  # stored tensors decide, which `load` sets over config_from_hf's (T5: whether the head is
+  # tied); None: the config decides alone.
+  fields_from_checkpoint: Callable[[Mapping[str, Any], Any], dict[str, Any]] | None = None
   # The class to write for a config when it depends on it (an encoder's heads: BertModel,
   # BertForMaskedLM, ...); None: `architecture`.
   architecture_for: Callable[[ModelConfig], str | None] | None = None

@@ -70,9 +70,9 @@ def config_from_hf(values) -> dict:
   hf = HFConfig(values, DEFAULTS, "switch_transformers")
   hf.require("router_bias", (False,))
   hf.require("router_dtype", ("float32",))
-  fields = t5.common_from_hf(hf)
-  # transformers ties (and rescales) exactly when tie_word_embeddings.
-  fields["tie_embeddings"] = bool(hf["tie_word_embeddings"])
+  # transformers ties and rescales exactly when tie_word_embeddings (scale_decoder_outputs is
+  # T5's alone).
+  fields = dict(t5.common_from_hf(hf), tie_embeddings=bool(hf["tie_word_embeddings"]))
   step = _sparse_step(hf, "num_layers", "num_sparse_encoder_layers")
   decoder_step = _sparse_step(hf, "num_decoder_layers", "num_sparse_decoder_layers")
   if decoder_step != step:
@@ -104,7 +104,9 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 
 
 def unsupported(cfg: ModelConfig) -> list[str]:
-  reasons = t5.common_unsupported(cfg)
+  # Switch scales the decoder output exactly when it ties the head.
+  reasons = t5.common_unsupported(cfg) + config_maps.mismatches(
+      cfg, scale_decoder_outputs=(None, cfg.tie_embeddings))
   if not cfg.moe_experts:
     return reasons + ["moe_experts=0 (a dense model; switch_transformers has sparse layers)"]
   reasons += config_maps.mismatches(

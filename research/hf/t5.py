@@ -5,12 +5,17 @@ scaling, one token embedding shared by encoder, decoder and (v1.0) the output he
 v1.0 (t5-small, t5-base, ...): ReLU FFN, tied head, decoder output scaled by d_model^-0.5.
 v1.1 (google/t5-v1_1-*): gated-GELU (tanh) FFN, untied head, no scaling.
 
-transformers 5 keeps `tie_word_embeddings: true` in every T5 config and says whether the head
-is tied (and the output rescaled) in `scale_decoder_outputs`; older configs say it in
-`tie_word_embeddings`. Both are read; both are written.
+transformers 4 tied and scaled exactly when `tie_word_embeddings`. transformers 5 sets the two
+apart: `scale_decoder_outputs` (else `tie_word_embeddings`) decides the scaling, and the head is
+always tied to `shared.weight` unless the checkpoint stores an `lm_head.weight` of other values.
+So a v1.1 model built and saved by transformers 5 is tied and unscaled, with no lm_head tensor.
+`load` decides the tying from the checkpoint as transformers 5 does; `config_from_hf` alone
+reads it from `tie_word_embeddings`. Both keys are written.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from research.config.model import ModelConfig
 from research.hf import config_maps, registry
@@ -115,11 +120,20 @@ def activation_to_hf(cfg: ModelConfig) -> str | None:
   return "gated-gelu" if cfg.activation == "geglu_tanh" else f"gated-{name}"
 
 
-def tied_head(hf: HFConfig) -> bool:
-  """Whether the head is the shared embedding with the d_model^-0.5 output scale."""
-  if "scale_decoder_outputs" in hf.values:
-    return bool(hf.values["scale_decoder_outputs"])
-  return bool(hf["tie_word_embeddings"])
+def head_fields(hf: HFConfig, tied: bool) -> dict:
+  """tie_embeddings and scale_decoder_outputs (None where the scaling follows the tying)."""
+  scaled = bool(hf.get("scale_decoder_outputs", hf["tie_word_embeddings"]))
+  return dict(tie_embeddings=tied, scale_decoder_outputs=None if scaled == tied else scaled)
+
+
+def fields_from_checkpoint(values, ckpt) -> dict:
+  """The head as transformers 5 loads it: tied to `shared.weight` unless the checkpoint stores
+  an `lm_head.weight` of other values (PreTrainedModel.tie_weights), whatever the config says."""
+  names = set(ckpt.names())
+  tied = "lm_head.weight" not in names or (
+      "shared.weight" in names
+      and np.array_equal(ckpt.get("lm_head.weight"), ckpt.get("shared.weight")))
+  return head_fields(HFConfig(values, DEFAULTS, "t5"), tied)
 
 
 def common_from_hf(hf: HFConfig) -> dict:
@@ -133,7 +147,7 @@ def common_from_hf(hf: HFConfig) -> dict:
       norm="rmsnorm", norm_eps=hf["layer_norm_epsilon"], norm_bias=False, norm_placement="pre",
       position="t5", rel_buckets=hf["relative_attention_num_buckets"],
       rel_max_distance=hf["relative_attention_max_distance"], attn_scale=1.0,
-      qkv_bias=False, out_bias=False, mlp_bias=False, tie_embeddings=tied_head(hf),
+      qkv_bias=False, out_bias=False, mlp_bias=False,
       embed_dropout=rate, attn_dropout=rate, resid_dropout=rate, ffn_dropout=rate,
       embed_init_std=1.0, init_scheme="fan_in",  # T5's initialisation, for further training
   )
@@ -146,7 +160,7 @@ def common_to_hf(cfg: ModelConfig) -> dict:
       relative_attention_num_buckets=cfg.rel_buckets,
       relative_attention_max_distance=cfg.rel_max_distance, dropout_rate=cfg.resid_dropout,
       layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
-      scale_decoder_outputs=cfg.tie_embeddings, is_encoder_decoder=True,
+      scale_decoder_outputs=cfg.decoder_output_scaled, is_encoder_decoder=True,
       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
   )
 
@@ -166,7 +180,8 @@ def common_unsupported(cfg: ModelConfig) -> list[str]:
 
 def config_from_hf(values) -> dict:
   hf = HFConfig(values, DEFAULTS, "t5")
-  return dict(common_from_hf(hf), activation=activation_from_hf(hf))
+  return dict(common_from_hf(hf), **head_fields(hf, tied=bool(hf["tie_word_embeddings"])),
+              activation=activation_from_hf(hf))
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
@@ -185,5 +200,5 @@ def unsupported(cfg: ModelConfig) -> list[str]:
 registry.register(registry.Converter(
     model_type="t5", architecture="T5ForConditionalGeneration", base_prefix="",
     config_from_hf=config_from_hf, config_to_hf=config_to_hf, unsupported=unsupported,
-    tensors=lambda cfg: TENSORS, ignored=IGNORED,
+    tensors=lambda cfg: TENSORS, ignored=IGNORED, fields_from_checkpoint=fields_from_checkpoint,
 ))

@@ -10,12 +10,13 @@
 Keyword names follow transformers' T5ForConditionalGeneration. The encoder is a stack of
 research.layers.block.Block with a bidirectional mask; the decoder a stack of CrossBlock
 (self-attention, cross-attention, FFN). One token embedding is shared by both and, when tied,
-by the output head, whose input is then scaled by d_model^-0.5 (Mesh TensorFlow's T5, kept by
-transformers' `scale_decoder_outputs`). With position='t5' each stack learns one relative
-bias table, bidirectional buckets in the encoder and causal ones in the decoder, computed once
-and added in every layer. DeepNorm uses the encoder-decoder alpha/beta of DeepNet
-(`ModelConfig.deepnorm_encdec`). `segment_ids` / `decoder_segment_ids` pack several examples
-into a row (decoder segment s attends to encoder segment s only).
+by the output head, whose input is then scaled by d_model^-0.5 (Mesh TensorFlow's T5;
+`scale_decoder_outputs` sets the scale apart from the tying, as transformers' T5 does). With
+position='t5' each stack learns one relative bias table, bidirectional buckets in the encoder
+and causal ones in the decoder, computed once and added in every layer. DeepNorm uses the
+encoder-decoder alpha/beta of DeepNet (`ModelConfig.deepnorm_encdec`). `segment_ids` /
+`decoder_segment_ids` pack several examples into a row (decoder segment s attends to encoder
+segment s only).
 """
 
 from __future__ import annotations
@@ -173,12 +174,11 @@ class EncoderDecoder(nn.Module):
     x, layer_cache = self.decoder(x, mask, positions, k_positions, context, layer_cache,
                                   deterministic)
     self.sow("intermediates", "final_hidden", x)
-    if cfg.tie_embeddings:
-      # Mesh TensorFlow's T5 rescales before the tied unembedding (transformers:
-      # scale_decoder_outputs), so the logits do not grow with sqrt(d_model).
-      logits = self.embed.attend(x * cfg.d_model ** -0.5)
-    else:
-      logits = self.lm_head(x)
+    if cfg.decoder_output_scaled:
+      # Mesh TensorFlow's T5 rescales before its tied unembedding, so the logits do not grow
+      # with sqrt(d_model); transformers' T5 sets the rescale apart from the tying.
+      x = x * cfg.d_model ** -0.5
+    logits = self.embed.attend(x) if cfg.tie_embeddings else self.lm_head(x)
     logits = logits.astype(jnp.float32)
     if cache is None:
       return logits
