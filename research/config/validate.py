@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,9 +78,10 @@ def _dataclass_type(cls: type, name: str) -> type | None:
   return hint if dataclasses.is_dataclass(hint) else None
 
 
+# Resolving the string annotations (`from __future__ import annotations`) costs ~2 ms a class;
+# from_dict asked once per field, ~0.15 s a config. A class's hints never change.
+@functools.lru_cache(maxsize=None)
 def _type_hints(cls: type) -> dict[str, Any]:
-  import typing
-
   return typing.get_type_hints(cls)
 
 
