@@ -23,18 +23,11 @@ import jax
 import jax.numpy as jnp
 
 from research import checkpoint, tokenizers
+from research.config import roles
 from research.config.model import ModelConfig
 from research.layers.stack import stack_layers, unstack_layers
 
 log = logging.getLogger(__name__)
-
-# Model fields that change how a model runs, not what it computes: a run may set them
-# differently from the checkpoint it starts from.
-RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl",
-                  "pipeline_stages", "pipeline_microbatches", "embed_dropout", "attn_dropout",
-                  "resid_dropout")
-# Fields that only shape a fresh initialisation.
-INIT_FIELDS = ("init_std", "scale_residual_init")
 
 
 @dataclasses.dataclass
@@ -79,8 +72,9 @@ def load(path: str | pathlib.Path, step: int | None = None) -> Pretrained:
 
 def _architecture(cfg: ModelConfig) -> dict[str, Any]:
   """The fields that decide the function and the parameters, with "None means derived"
-  fields resolved (n_kv_heads None is n_heads, ...) and init-only fields left out."""
-  out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS + INIT_FIELDS}
+  fields resolved (n_kv_heads None is n_heads, ...) and the runtime, layout and init-only
+  fields (research.config.roles) left out."""
+  out = {k: v for k, role, v in roles.leaves(cfg) if role not in roles.NOT_ARCHITECTURE}
   out.update(n_kv_heads=cfg.num_kv_heads, head_dim=cfg.dim_per_head, d_ff=cfg.ffn_hidden,
              final_norm=cfg.has_final_norm, scale_decoder_outputs=cfg.decoder_output_scaled,
              moe_d_ff=cfg.expert_hidden if cfg.moe_experts else None,

@@ -12,10 +12,10 @@ from research.checkpoint.lock import RunDirectoryBusy, RunLock
 from research.checkpoint.manager import (INVALID_DIR, Checkpointer, CheckpointWriteError,
                                          NoValidCheckpoint, saved_steps)
 from research.checkpoint.restore import restore, restore_params, verify_run
-from research.checkpoint.run_config import (CONFIG_FILE, RESUMABLE_CHANGES, check_resumable,
-                                            config_differences, read_config, write_config)
+from research.checkpoint.run_config import (CONFIG_FILE, check_resumable, config_differences,
+                                            read_config, resumable_differences, write_config)
 
-__all__ = ["CONFIG_FILE", "INVALID_DIR", "RESUMABLE_CHANGES", "CheckpointWriteError", "Checkpointer",
+__all__ = ["CONFIG_FILE", "INVALID_DIR", "CheckpointWriteError", "Checkpointer",
            "NoValidCheckpoint", "RunDirectoryBusy", "RunLock", "check_resumable",
-           "config_differences", "read_config", "restore", "restore_params", "saved_steps",
-           "verify_run", "write_config"]
+           "config_differences", "read_config", "restore", "restore_params",
+           "resumable_differences", "saved_steps", "verify_run", "write_config"]

@@ -1,29 +1,22 @@
 """A run directory's `config.json`: written at every start, compared on resume.
 
 Resuming with a different config would mix two experiments, so every field that changes the
-function or the data must match what the run was started with; run-control fields
-(RESUMABLE_CHANGES) may change. The comparison is against the copy sealed in the newest valid
-checkpoint when there is one (research.checkpoint.manager), so a damaged config.json is noticed
-rather than trusted.
+function or the data must match what the run was started with; layout fields (the mesh, device
+and host count, gradient accumulation, remat) and run-control fields may change. Each field's
+role is declared next to it (research.config.roles). The comparison is against the copy sealed
+in the newest valid checkpoint when there is one (research.checkpoint.manager), so a damaged
+config.json is noticed rather than trusted.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
 
 from research.checkpoint.manifest import write_atomically
+from research.config import roles
 
 CONFIG_FILE = "config.json"
-# Fields a resumed run may change without invalidating its checkpoints.
-RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
-                     "train.sample_every", "train.sample_prompt", "train.sample_tokens",
-                     "train.sample_temperature", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.keep_best", "train.async_checkpoint", "train.progress",
-                     "train.tensorboard", "train.max_nonfinite", "name",
-                     # What the backward pass recomputes: the same function, the same params.
-                     "model.remat")
 
 
 def write_config(run_dir: pathlib.Path, config) -> None:
@@ -40,34 +33,32 @@ def read_config(run_dir: str | pathlib.Path):
   return ExperimentConfig.from_dict(json.loads(path.read_text()))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
 def config_differences(saved, current) -> list[str]:
-  """'field: saved -> current' for every field that differs and may not change on resume."""
-  a, b = _flatten(saved.to_dict()), _flatten(current.to_dict())
-  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-          if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+  """'field: saved -> current' for every field that differs and may not change on resume:
+  every field but those whose role (research.config.roles) is layout or run control."""
+  diffs = roles.differences(saved, current)
+  return sorted(d for role, items in diffs.items() if role not in roles.RESUMABLE for d in items)
 
 
-def check_resumable(run_dir: pathlib.Path, config, saved=None) -> None:
+def resumable_differences(saved, current) -> list[str]:
+  """'field: saved -> current' for the layout and run-control fields that differ."""
+  diffs = roles.differences(saved, current)
+  return sorted(d for role in roles.RESUMABLE for d in diffs.get(role, ()))
+
+
+def check_resumable(run_dir: pathlib.Path, config, saved=None) -> list[str]:
   """Raises if the run in `run_dir` (its config `saved`, default: read from config.json)
-  differs from `config` in a binding field."""
+  differs from `config` in a field that defines the experiment; returns the layout and
+  run-control fields that differ, as 'field: saved -> now'."""
   if saved is None:
     if not (pathlib.Path(run_dir) / CONFIG_FILE).exists():
-      return
+      return []
     saved = read_config(run_dir)
   diffs = config_differences(saved, config)
   if diffs:
     raise ValueError(
         f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
         "Differing fields (saved -> now):\n  " + "\n  ".join(diffs)
-        + "\nUse a new --workdir, or pass the saved values.")
+        + "\nUse a new --workdir, or pass the saved values. (Layout fields, mesh.* and "
+        "train.grad_accum among them, and run-control fields may change.)")
+  return resumable_differences(saved, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from research.config import validate
+from research.config import roles, validate
 from research.config.data import DataConfig
 from research.config.distill import DistillConfig
 from research.config.mesh import MeshConfig
@@ -24,7 +24,7 @@ from research.config.train import (ENCODER_OBJECTIVE_HEADS, OBJECTIVE_FAMILIES, 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-  name: str = "default"
+  name: str = roles.control("default")
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)

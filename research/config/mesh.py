@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from research.config import validate
+from research.config import roles, validate
 
 AXES = ("data", "fsdp", "tensor", "stage", "expert")
 
@@ -15,21 +15,21 @@ AXES = ("data", "fsdp", "tensor", "stage", "expert")
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
   # Axis sizes; exactly one may be -1, meaning "all remaining devices".
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
-  stage: int = 1
-  expert: int = 1
+  data: int = roles.layout(-1)
+  fsdp: int = roles.layout(1)
+  tensor: int = roles.layout(1)
+  stage: int = roles.layout(1)
+  expert: int = roles.layout(1)
   # ZeRO (Rajbhandari et al. 2020) over the `data` axis: 1 shards the optimizer state,
   # 2 also the gradients, 3 also the parameters. The `fsdp` axis always shards all three.
-  zero_stage: int = 0
+  zero_stage: int = roles.layout(0)
   # Megatron sequence parallelism (Korthikanti et al. 2022): the residual stream between
   # attention and FFN (norms, dropout) is split over `tensor` along the sequence.
-  sequence_parallel: bool = False
+  sequence_parallel: bool = roles.layout(False)
   # GPipe microbatches when stage > 1 (more microbatches, smaller bubble).
-  pipeline_microbatches: int = 4
+  pipeline_microbatches: int = roles.layout(4)
   # Keep the optimizer state in host memory, moving it to the device only for the update.
-  offload_optimizer: bool = False
+  offload_optimizer: bool = roles.layout(False)
 
   def __post_init__(self):
     own = type(self).__name__

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
-from research.config import validate
+from research.config import roles, validate
 
 # decoder: CausalLM. encoder: BERT-style (research/models/encoder.py). encoder_decoder: T5-style,
 # with cross-attention (research/models/encoder_decoder.py). prefix_lm: GLM-style, bidirectional
@@ -105,9 +105,9 @@ class ModelConfig:
   sliding_window: int | None = None
   # research/layers/attention_backends.py: xla, chunked (flash, O(L) memory), cudnn,
   # pallas_gpu, pallas_tpu, auto. Block sizes are the query/key tiles of chunked and Pallas.
-  attention_impl: str = "xla"
-  attention_block_q: int = 512
-  attention_block_k: int = 512
+  attention_impl: str = roles.layout("xla")
+  attention_block_q: int = roles.layout(512)
+  attention_block_k: int = roles.layout(512)
 
   # Block layout.
   mlp_bias: bool = False
@@ -168,13 +168,13 @@ class ModelConfig:
   # (transformers' classifier_dropout / ALBERT's classifier_dropout_prob).
   head_dropout: float | None = None
 
-  embed_dropout: float = 0.0
-  attn_dropout: float = 0.0
-  resid_dropout: float = 0.0
+  embed_dropout: float = roles.runtime(0.0)
+  attn_dropout: float = roles.runtime(0.0)
+  resid_dropout: float = roles.runtime(0.0)
 
-  init_std: float = 0.02
+  init_std: float = roles.init(0.02)
   # GPT-2 / Megatron: residual-output projections initialised with std / sqrt(2 n_layers).
-  scale_residual_init: bool = False
+  scale_residual_init: bool = roles.init(False)
 
   # ------------------------------------------- encoder-decoder and prefix-LM families
   # Decoder layers of an encoder_decoder model (n_layers counts the encoder's); None: n_layers.
@@ -188,24 +188,24 @@ class ModelConfig:
   scale_decoder_outputs: bool | None = None
   # Std of the token embedding's initialiser; None: init_std. T5 draws it from N(0, 1) (its tied
   # head rescales by d_model^-0.5, so the initial logits are of order one).
-  embed_init_std: float | None = None
+  embed_init_std: float | None = roles.init(None)
   # Kernels: 'normal' N(0, init_std^2); 'fan_in' N(0, 1/fan_in), queries also / head_dim
   # (Mesh TensorFlow's T5, for attn_scale=1.0; research/layers/init.py). DeepNorm overrides both.
-  init_scheme: str = "normal"
+  init_scheme: str = roles.init("normal")
   # GLM's 2D positions (Du et al. 2022, section 2.2.2): a second id per token, its position
   # inside the blank it fills (0 outside blanks). 'learned' adds a second table; 'rope' rotates
   # half the rotary dims by each id (ChatGLM-6B). prefix_lm only.
   block_positions: bool = False
 
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  scan_layers: bool = True
+  dtype: str = roles.runtime("float32")
+  param_dtype: str = roles.runtime("float32")
+  scan_layers: bool = roles.runtime(True)
   # What the backward pass recomputes (research.layers.stack.REMAT_POLICIES); 'auto' is
   # `remat_policy`'s choice for the stack form.
-  remat: str = "auto"
+  remat: str = roles.layout("auto")
   # GPipe over the `stage` mesh axis; normally set from MeshConfig by ExperimentConfig.
-  pipeline_stages: int = 1
-  pipeline_microbatches: int = 1
+  pipeline_stages: int = roles.layout(1)
+  pipeline_microbatches: int = roles.layout(1)
 
   def __post_init__(self):
     own = type(self).__name__

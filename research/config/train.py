@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from research.config import validate
+from research.config import roles, validate
 from research.config.masking import MaskingConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -41,18 +41,18 @@ DEFAULT_OBJECTIVE = {
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  steps: int = 1000
+  steps: int = roles.control(1000)
   seed: int = 0
   objective: str = "causal_lm"
   # Microbatches per step: the global batch is split and gradients summed before one update.
-  grad_accum: int = 1
+  grad_accum: int = roles.layout(1)
   # fp32: everything fp32. bf16: fp32 master weights, bf16 compute. fp16: fp16 compute with
   # dynamic loss scaling (Micikevicius et al. 2018).
   precision: str = "fp32"
   loss_scale_init: float = 2.0 ** 15
   loss_scale_period: int = 2000  # good steps before the fp16 loss scale doubles
   # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
-  max_nonfinite: int = 10
+  max_nonfinite: int = roles.control(10)
   # How the mlm, mlm_nsp and mlm_sop objectives mask their inputs.
   mlm: MaskingConfig = dataclasses.field(default_factory=MaskingConfig)
   # Fine-tuning: start from the parameters of a run directory (its checkpoint `init_step`,
@@ -62,21 +62,21 @@ class TrainConfig:
   init_from: str | None = None
   init_step: int | None = None
 
-  log_every: int = 50
-  eval_every: int = 500
-  eval_batches: int = 20
-  sample_every: int = 0  # 0: sample only at the end
-  sample_prompt: str = "\n"
-  sample_tokens: int = 200  # 0: no samples at all
-  sample_temperature: float = 0.8
+  log_every: int = roles.control(50)
+  eval_every: int = roles.control(500)
+  eval_batches: int = roles.control(20)
+  sample_every: int = roles.control(0)  # 0: sample only at the end
+  sample_prompt: str = roles.control("\n")
+  sample_tokens: int = roles.control(200)  # 0: no samples at all
+  sample_temperature: float = roles.control(0.8)
 
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  keep_best: bool = True
-  async_checkpoint: bool = True
+  checkpoint_every: int = roles.control(500)
+  keep_checkpoints: int = roles.control(3)
+  keep_best: bool = roles.control(True)
+  async_checkpoint: bool = roles.control(True)
 
-  progress: bool = True
-  tensorboard: bool = True
+  progress: bool = roles.control(True)
+  tensorboard: bool = roles.control(True)
 
   def __post_init__(self):
     own = type(self).__name__

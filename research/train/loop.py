@@ -98,7 +98,7 @@ def _train(cfg: ExperimentConfig, run_dir: pathlib.Path) -> dict:
   say = print if primary else (lambda *a, **k: None)
   ckpt = checkpoint.Checkpointer(run_dir, every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints,
                                  keep_best=tcfg.keep_best, async_save=tcfg.async_checkpoint)
-  checkpoint.check_resumable(run_dir, cfg, saved=ckpt.run_config(run_dir / checkpoint.CONFIG_FILE))
+  changed = checkpoint.check_resumable(run_dir, cfg, saved=ckpt.run_config(run_dir / checkpoint.CONFIG_FILE))
   dataset = data.build(cfg.data)
   tokenizer = dataset.tokenizer
   if primary:
@@ -132,7 +132,9 @@ def _train(cfg: ExperimentConfig, run_dir: pathlib.Path) -> dict:
   else:
     state, meta = restored
     data_state, start = meta["data"], int(state.step)
-    say(f"resuming from the checkpoint of step {start}", flush=True)
+    say(f"resuming from the checkpoint of step {start}"
+        + ("; changed since it was saved (saved -> now): " + ", ".join(changed) if changed else ""),
+        flush=True)
 
   batch_sh = plan.batch
   step_fn = make_train_step(
