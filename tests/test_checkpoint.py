@@ -224,3 +224,30 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_dead_ones(tmp_path, caplo
   assert any(f"process {holder.pid}" in r.message and "no longer running" in r.message
              for r in caplog.records)
   assert (tmp_path / ".lock").read_text() == ""  # released cleanly
+
+
+# ------------------------------------------------------- checkpoints written before manifests
+
+LEGACY_RUN = pathlib.Path(__file__).parent / "fixtures" / "legacy_run"
+
+
+def test_a_checkpoint_from_before_manifests_restores_and_resumes(tmp_path, caplog):
+  """tests/fixtures/legacy_run: `research.train --config smoke` (d_model 16, one layer, two
+  steps) written by commit 515a9af, before manifests, with its logits on a fixed input."""
+  from research.train import __main__ as train_cli
+  from research.train import loop
+
+  run = tmp_path / "run"
+  shutil.copytree(LEGACY_RUN, run)
+  config, model, params = checkpoint.restore(run)
+  ids = (np.arange(24, dtype=np.int32) % config.model.vocab_size).reshape(2, 12)
+  # Recorded by that commit in its own process (XLA's default CPU flags, not the tests').
+  np.testing.assert_allclose(model.apply({"params": params}, input_ids=ids),
+                             np.load(run / "expected_logits.npy"), rtol=1e-5, atol=1e-6)
+  assert checkpoint.verify_run(run) == [(2, None)]
+  with caplog.at_level("WARNING"):
+    summary = loop.train(train_cli.parse(["--config", str(run / "config.json"), "--workdir", str(run),
+                                          "train.steps=3"])[0], run)
+  assert summary["step"] == 3
+  assert any("before checkpoints carried manifests" in r.message for r in caplog.records)
+  assert manifest.check(run / "checkpoints" / "3") is None and not manifest.legacy(run / "checkpoints" / "3")

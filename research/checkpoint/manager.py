@@ -223,7 +223,7 @@ class Checkpointer:
     if step in self._manifests and self._stamps.get(step) == self._stamp(step):
       return True
     if manifest.check(self.root / str(step)) is None:
-      self._manifests[step] = manifest.read(self.root / str(step))
+      self._manifests[step] = manifest.read_or_legacy(self.root / str(step))
       self._stamps[step] = self._stamp(step)
       return True
     self._manifests.pop(step, None)
@@ -277,7 +277,7 @@ class Checkpointer:
         reason = manifest.check(self.root / str(step)) if step not in self._manifests else None
         if reason is None:
           if step not in self._manifests:
-            self._manifests[step] = manifest.read(self.root / str(step))
+            self._manifests[step] = manifest.read_or_legacy(self.root / str(step))
             self._stamps[step] = self._stamp(step)
           chosen = step
           break
@@ -304,6 +304,10 @@ class Checkpointer:
       return root_config
     from research.config.experiment import ExperimentConfig
 
+    if manifest.legacy(self.root / str(step)):  # no sealed copy: config.json as before
+      if problem:
+        raise ValueError(problem + f"; checkpoint {step} predates sealed config copies. Use a new --workdir.")
+      return root_config
     sealed = json.loads((self.root / str(step) / "config" / "metadata").read_text())
     sealed = ExperimentConfig.from_dict(sealed)
     if problem:

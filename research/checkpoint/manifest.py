@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pathlib
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -70,12 +73,31 @@ def read(step_dir: pathlib.Path) -> dict[str, Any] | None:
   return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
 
 
+LEGACY = {"format": 0, "files": {}, "metrics": {}}
+
+
+def legacy(step_dir: pathlib.Path) -> bool:
+  """Whether the step was written before checkpoints carried manifests (and a config copy):
+  such a step cannot be verified, and is restored as it was then, with a warning."""
+  return (not (step_dir / MANIFEST).exists() and not (step_dir / "config").exists()
+          and (step_dir / "params").is_dir())
+
+
+def read_or_legacy(step_dir: pathlib.Path) -> dict[str, Any] | None:
+  return LEGACY if legacy(step_dir) else read(step_dir)
+
+
 def check(step_dir: pathlib.Path) -> str | None:
-  """None if every file the manifest lists is there with its size and sha256; else why not."""
+  """None if every file the manifest lists is there with its size and sha256 (or the step
+  predates manifests, see `legacy`); else why not."""
   path = step_dir / MANIFEST
+  if legacy(step_dir):
+    log.warning("%s was written before checkpoints carried manifests: its files cannot be "
+                "verified (only that it restores and is finite)", step_dir)
+    return None
   if not path.is_file():
-    return (f"{path} is missing: the save did not finish (killed or failed before the step "
-            "was sealed), or the step was written before checkpoints carried manifests")
+    return (f"{path} is missing: the save did not finish (killed or failed after orbax's "
+            "rename, before the step was sealed)")
   manifest = read(step_dir)
   if manifest is None:
     return f"{path} is unreadable (not the JSON manifest this library writes)"
