@@ -44,9 +44,6 @@ def parse(argv=None) -> tuple[argparse.Namespace, Sweep]:
 
 
 def main(argv=None) -> int:
-  from research import hardware
-
-  hardware.configure_cpu()
   args, sweep = parse(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:

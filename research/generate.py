@@ -56,9 +56,6 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-  from research import hardware
-
-  hardware.configure_cpu()
   args = parse(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   from research.inference import completion

@@ -17,9 +17,6 @@ from experiments.bench._common import machine, table
 
 
 def main(argv=None) -> int:
-  from research import hardware
-
-  hardware.configure_cpu()
   names = bench.subcommands()
   lines = []
   for name in names:

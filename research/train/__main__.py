@@ -60,9 +60,6 @@ def parse(argv=None) -> tuple[ExperimentConfig, argparse.Namespace]:
 
 
 def main(argv=None) -> int:
-  from research import hardware
-
-  hardware.configure_cpu()
   config, args = parse(argv)
   if args.print_config:
     import json
