@@ -1,14 +1,16 @@
-"""Trained parameters to start from: a run directory or a Hugging Face directory.
+"""Trained parameters from a reference: a run directory, a PEFT run or adapter, a Hugging Face
+directory. Every path from "where the weights are" to (model, parameters) goes through here.
 
-    source = research.pretrained.load("runs/base")          # newest checkpoint of a run
-    source = research.pretrained.load("runs/base", step=500)
-    source = research.pretrained.load("hf/llama")           # a save_pretrained directory
+    config, model, params = research.pretrained.restore("runs/default")   # newest valid step
+    config, model, params = research.pretrained.restore("runs/lora")      # model: a PeftModel
+    model, params = research.pretrained.restore_adapter("runs/lora/adapter")
+    source = research.pretrained.load("runs/base", step=500)  # or "hf/llama" (save_pretrained)
     source.model_cfg, source.model, source.params, source.tokenizer, source.reference
 
 Fine-tuning (`train.init_from`), a PEFT method's frozen base and a distillation teacher
-(`distill.teacher`) all come through here. Only parameters are read (via
-research.checkpoint.restore or research.hf.load); `reference` records where they came from,
-step included, so an adapter or a fine-tuned run names exactly the base it needs.
+(`distill.teacher`) all come through `load`. Only parameters are read (research.checkpoint's
+orbax items, or research.hf.load); `reference` records where they came from, step included,
+so an adapter or a fine-tuned run names exactly the base it needs.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import logging
 import pathlib
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research import checkpoint, tokenizers
+from research import checkpoint, peft, tokenizers
 from research.config import roles
 from research.config.model import ModelConfig
 from research.layers.stack import stack_layers, unstack_layers
+from research.models import registry
+from research.peft import io as peft_io
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +69,54 @@ def load(path: str | pathlib.Path, step: int | None = None) -> Pretrained:
   steps = checkpoint.saved_steps(path)
   if step is None and steps:
     step = steps[-1]
-  config, model, params = checkpoint.restore(path, step=step)
+  config, model, params = restore(path, step=step)
   tok_dir = path / "tokenizer"
   tokenizer = tokenizers.load(tok_dir) if tok_dir.is_dir() else None
   return Pretrained(config.model, model, params, tokenizer, {"path": str(path), "kind": "run", "step": step})
+
+
+def restore(run_dir: str | pathlib.Path, step: int | None = None):
+  """(config, model, params) of a run, without optimizer state: for notebooks and analysis.
+
+  `step` None takes the newest valid checkpoint. A PEFT run's checkpoints hold only the
+  adapter; it is joined to the base its `base.json` names (model: a PeftModel).
+  """
+  run_dir = pathlib.Path(run_dir)
+  config = checkpoint.read_config(run_dir)
+  if config.peft.enabled:
+    return _restore_peft_run(run_dir, config, step)
+  model = registry.build(config.model)
+  return config, model, checkpoint.restore_params(run_dir, registry.param_shapes(config.model), step)
+
+
+def _restore_peft_run(run_dir: pathlib.Path, config, step: int | None):
+  """(config, PeftModel, full parameters) of a PEFT training run at checkpoint `step`."""
+  path = run_dir / peft_io.BASE_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: the run does not say which base it adapted")
+  base = json.loads(path.read_text())
+  tuned = peft.build(config.peft, registry.build(config.model))
+  trainable = checkpoint.restore_params(run_dir, nn.unbox(tuned.trainable_boxed()), step)
+  return config, tuned.model, tuned.combine(load_base(config.model, base), trainable)
+
+
+def restore_adapter(directory: str | pathlib.Path, base_params=None):
+  """(PeftModel, full parameters) from an adapter directory (research.peft.save_adapter); the
+  base is loaded from the reference it names unless given."""
+  cfg, model_cfg, exported, base = peft_io.load_adapter(directory)
+  tuned = peft.build(cfg, registry.build(model_cfg))
+  if base_params is None:
+    base_params = load_base(model_cfg, base)
+  return tuned.model, tuned.combine(base_params, exported)
+
+
+def load_base(model_cfg: ModelConfig, base: dict[str, Any]):
+  """The base parameters an adapter's reference names, in `model_cfg`'s layout."""
+  if base["kind"] == "random":
+    return registry.init_params(model_cfg, jax.random.key(base["seed"]))
+  source = load(base["path"], step=base.get("step"))
+  check_compatible(model_cfg, source, "the adapter's base")
+  return to_layout(source.params, source.model_cfg, model_cfg)
 
 
 def _architecture(cfg: ModelConfig) -> dict[str, Any]:

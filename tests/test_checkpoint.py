@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import checkpoint
+from research import checkpoint, pretrained
 from research.checkpoint import __main__ as cli
 from research.checkpoint import manifest
 from research.config.optim import OptimizerConfig
@@ -239,7 +239,7 @@ def test_a_checkpoint_from_before_manifests_restores_and_resumes(tmp_path, caplo
 
   run = tmp_path / "run"
   shutil.copytree(LEGACY_RUN, run)
-  config, model, params = checkpoint.restore(run)
+  config, model, params = pretrained.restore(run)
   ids = (np.arange(24, dtype=np.int32) % config.model.vocab_size).reshape(2, 12)
   # Recorded by that commit in its own process (XLA's default CPU flags, not the tests').
   np.testing.assert_allclose(model.apply({"params": params}, input_ids=ids),

@@ -10,6 +10,7 @@ import pytest
 from research.config import ModelConfig
 from research.models import registry
 from research.models.encoder import padding_offset_positions
+from research.models.registry import num_params
 
 BERT = dict(family="encoder", vocab_size=61, d_model=32, n_layers=3, n_heads=4, max_seq_len=40,
             norm="layernorm", norm_bias=True, norm_eps=1e-12, norm_placement="post",
@@ -128,14 +129,14 @@ def test_albert_sharing_parameter_counts_follow_the_definitions():
   norms = 2 * 2 * d  # the post-attention and post-FFN LayerNorms
   layer = attention + ffn + norms
   embeddings = (cfg.vocab_size + cfg.max_seq_len + cfg.type_vocab_size) * d + 2 * d
-  assert cfg.num_params() == embeddings + n * layer
-  assert _sharing("all").num_params() == embeddings + layer
-  assert _sharing("attention").num_params() == embeddings + attention + n * (ffn + norms)
-  assert _sharing("ffn").num_params() == embeddings + ffn + n * (attention + norms)
+  assert num_params(cfg) == embeddings + n * layer
+  assert num_params(_sharing("all")) == embeddings + layer
+  assert num_params(_sharing("attention")) == embeddings + attention + n * (ffn + norms)
+  assert num_params(_sharing("ffn")) == embeddings + ffn + n * (attention + norms)
   # The factorised embedding: V x E + E x H (+ the projection's bias) instead of V x H.
   e = 8
   factorised = _sharing("all", embed_dim=e)
-  assert factorised.num_params() == ((cfg.vocab_size + cfg.max_seq_len + cfg.type_vocab_size) * e
+  assert num_params(factorised) == ((cfg.vocab_size + cfg.max_seq_len + cfg.type_vocab_size) * e
                                      + 2 * e + e * d + d + layer)
 
 

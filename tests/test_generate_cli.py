@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from research import checkpoint, hf, tokenizers
+from research import hf, pretrained, tokenizers
 from research.config.data import TokenizerConfig
 from research.generate import main
 from research.inference.generate import generate, left_pad
@@ -40,7 +40,7 @@ def test_generate_from_a_run_equals_greedy_generation(run_dir, capsys, tmp_path)
   assert [r["prompt"] for r in records] == prompts
 
   # Reference: restore the run by hand and decode greedy tokens with the contiguous cache.
-  config, model, params = checkpoint.restore(run_dir)
+  config, model, params = pretrained.restore(run_dir)
   tok = tokenizers.load(run_dir / "tokenizer")
   ids = [[tok.bos_id] + tok.encode(p) for p in prompts]
   padded, mask = left_pad(ids)

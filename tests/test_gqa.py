@@ -95,7 +95,7 @@ def test_a_hugging_face_llama_converts_as_pooling_its_projections_would(tmp_path
   assert relative_error(ours, expected, mask) < PARITY_TOL
 
   start = gqa.write_start(tmp_path / "mha", tmp_path / "start", n_kv_heads=2)
-  config, _, start_params = checkpoint.restore(start)
+  config, _, start_params = pretrained.restore(start)
   assert config.model.num_kv_heads == 2
   jax.tree.map(np.testing.assert_array_equal, start_params, converted)
 
@@ -114,9 +114,9 @@ def test_uptraining_starts_from_the_converted_parameters(tmp_path):
   source = tmp_path / "mha"
   _train(source, "train.steps=2", "train.checkpoint_every=2", "model.n_layers=1", "model.d_model=32")
   start = gqa.write_start(source, tmp_path / "gqa-start", n_kv_heads=2)
-  config, _, start_params = checkpoint.restore(start)
+  config, _, start_params = pretrained.restore(start)
   assert config.model.num_kv_heads == 2 and (start / "tokenizer").is_dir()
-  _, _, mha_params = checkpoint.restore(source)
+  _, _, mha_params = pretrained.restore(source)
   expected = gqa.convert(checkpoint.read_config(source).model, mha_params, 2)[1]
   jax.tree.map(np.testing.assert_array_equal, start_params, expected)
 

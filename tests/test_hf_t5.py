@@ -9,6 +9,7 @@ import transformers
 import research.hf
 from hf_support import PARITY_TOL
 from research import presets
+from research.models.registry import num_params
 from hf_support import perturb
 from seq2seq_support import (assert_round_trip, our_logits, reference_logits, relative_error,
                              seq2seq_batch)
@@ -127,10 +128,10 @@ def test_published_parameter_counts_equal_transformers():
             d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12,
             num_experts=8, expert_capacity=64, num_sparse_encoder_layers=6,
             num_sparse_decoder_layers=6, dense_act_fn="relu", is_gated_act=False))
-  assert count(t5_small) == presets.get("t5-small").num_params() == 60_506_624
-  assert count(t5_base) == presets.get("t5-base").num_params()
-  assert count(v1_1, untied=True) == presets.get("t5-v1_1-small").num_params() == 76_961_152
-  assert count(switch) == presets.get("switch-base-8").num_params()
+  assert count(t5_small) == num_params(presets.get("t5-small")) == 60_506_624
+  assert count(t5_base) == num_params(presets.get("t5-base"))
+  assert count(v1_1, untied=True) == num_params(presets.get("t5-v1_1-small")) == 76_961_152
+  assert count(switch) == num_params(presets.get("switch-base-8"))
 
 
 def test_config_reads_both_tying_spellings():

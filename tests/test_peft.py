@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import peft
+from research import peft, pretrained
 from research.config import peft as peft_config
 from research.config.mesh import MeshConfig
 from research.config.optim import OptimizerConfig
@@ -157,7 +157,7 @@ def test_saved_adapter_reloads_to_the_same_logits(method, tmp_path):
   peft.save_adapter(tmp_path, tuned, trained, base={"kind": "random", "seed": 0})
   files = sorted(p.name for p in tmp_path.iterdir())
   assert files == ["adapter.safetensors", "peft_config.json"]
-  model, params = peft.restore(tmp_path)  # the base comes back from its reference
+  model, params = pretrained.restore_adapter(tmp_path)  # the base comes back from its reference
   np.testing.assert_allclose(_apply(tuned, params, ids) if model == tuned.model else None, expected, atol=1e-6)
   # Only the method's own (exported) parameters are in the file.
   cfg, _, stored, _ = peft.load_adapter(tmp_path)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from research import checkpoint, peft
+from research import checkpoint, peft, pretrained
 from research.train import __main__ as cli
 from research.train import evaluate, loop
 from research.train.metrics_log import read_metrics
@@ -39,8 +39,8 @@ def test_fine_tuning_starts_from_the_run(base_run, tmp_path):
   run = tmp_path / "sft"
   _train(run, "train.steps=1", "train.objective=sft", "data.loss_on=answer", f"train.init_from={base_run}",
          "optimizer.lr=1e-9", "optimizer.warmup_steps=0", config=base_run / "config.json")
-  _, _, start = checkpoint.restore(base_run)
-  _, _, tuned = checkpoint.restore(run)
+  _, _, start = pretrained.restore(base_run)
+  _, _, tuned = pretrained.restore(run)
   # One step at a negligible learning rate: the run began at the base's parameters.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), tuned, start)
   assert json.loads((run / "base.json").read_text()) == {"path": str(base_run), "kind": "run", "step": 3}
@@ -56,8 +56,8 @@ def test_peft_run_checkpoints_only_the_adapter(base_run, tmp_path):
   _train(run, "train.steps=2", "train.checkpoint_every=2", "train.objective=sft", "data.loss_on=answer",
          f"train.init_from={base_run}", "peft.method=lora", "peft.targets=q,v",
          "optimizer.lr=1e-2", config=base_run / "config.json")
-  _, _, base = checkpoint.restore(base_run)
-  config, model, params = checkpoint.restore(run)
+  _, _, base = pretrained.restore(base_run)
+  config, model, params = pretrained.restore(run)
   assert isinstance(model, peft.PeftModel) and config.peft.method == "lora"
   base_leaves, full = _leaves(base), _leaves(params)
   adapter = {k: v for k, v in full.items() if k not in base_leaves}
@@ -68,7 +68,7 @@ def test_peft_run_checkpoints_only_the_adapter(base_run, tmp_path):
   stored = checkpoint.restore_params(run, _abstract(adapter))
   assert set(_leaves(stored)) == set(adapter)
   ids = np.ones((1, 6), np.int32)
-  reloaded_model, reloaded = peft.restore(run / "adapter")
+  reloaded_model, reloaded = pretrained.restore_adapter(run / "adapter")
   np.testing.assert_allclose(reloaded_model.apply({"params": reloaded}, input_ids=ids),
                              model.apply({"params": params}, input_ids=ids), atol=1e-6)
   scores = evaluate.evaluate_run(str(run))
@@ -102,7 +102,6 @@ def test_distillation_from_a_teacher_run(base_run, tmp_path, chunk):
 
 def test_a_hugging_face_directory_is_a_starting_point(tmp_path):
   import research.hf
-  from research import pretrained
   from research.models import registry
   from support import tiny
 

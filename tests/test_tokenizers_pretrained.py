@@ -1,4 +1,4 @@
-"""research.hf.tokenizer.load_tokenizer: tokenizers next to Hugging Face checkpoints."""
+"""research.tokenizers.load: tokenizers next to Hugging Face checkpoints (research/tokenizers/pretrained.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from research import tokenizers
 from research.config.data import TokenizerConfig
-from research.hf.tokenizer import load_tokenizer
+from research.tokenizers import load as load_tokenizer
 from tests.text_samples import ROUND_TRIP, corpus
 
 transformers = pytest.importorskip("transformers")

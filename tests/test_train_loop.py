@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from research import checkpoint, presets
+from research import checkpoint, presets, pretrained
 from research.train import __main__ as cli
 from research.train import loop
 from research.train.metrics_log import read_metrics
@@ -43,12 +43,12 @@ def test_end_to_end_run_directory(tmp_path):
   assert [r["step"] for r in records if "eval_loss" in r] == [3, 6]
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
 
-  config, model, params = checkpoint.restore(tmp_path)
+  config, model, params = pretrained.restore(tmp_path)
   assert config == _config(tmp_path, "train.steps=6", "train.log_every=3", "train.eval_every=3",
                            "train.checkpoint_every=3", "train.sample_tokens=8")
   ids = np.zeros((1, 8), np.int32)
   assert np.isfinite(jax.jit(lambda p: model.apply({"params": p}, input_ids=ids))(params)).all()
-  _, _, params3 = checkpoint.restore(tmp_path, step=3)
+  _, _, params3 = pretrained.restore(tmp_path, step=3)
   assert not np.allclose(params3["embed"]["tokens"]["embedding"], params["embed"]["tokens"]["embedding"])
 
   # Re-running the same command resumes: there is nothing left to train.

@@ -14,6 +14,7 @@ from experiments.bench._common import median_times
 from experiments.bench._models import LLAMA, Spec, build_pair
 from research.inference.generate import generate
 from research.inference.sampling import SamplingConfig
+from research.models import registry
 
 # Spec.seq_len is the prompt length and Spec.batch the number of prompts here.
 SIZES = {
@@ -56,7 +57,7 @@ def run(size: str, reps: int | None = None) -> list[dict]:
     seconds = median_times({"ours": ours, "torch": reference}, reps)
     generated = spec.batch * new
     rows.append({
-        "config": spec.name, "params": model.cfg.num_params(), "prompt": spec.seq_len,
+        "config": spec.name, "params": registry.num_params(model.cfg), "prompt": spec.seq_len,
         "new tokens": new, "ours tokens/s": generated / seconds["ours"],
         "torch tokens/s": generated / seconds["torch"], "speedup": seconds["torch"] / seconds["ours"],
         "same tokens": bool(np.array_equal(out["ours"], out["torch"])),

@@ -20,6 +20,7 @@ from experiments.bench._models import GPT2, LLAMA, Spec, build_pair
 from research import hardware
 from research.config.optim import OptimizerConfig
 from research.config.train import TrainConfig
+from research.models import registry
 from research.train import objectives, optimizer as opt_lib
 from research.train.state import TrainState
 from research.train.step import make_train_step
@@ -111,7 +112,7 @@ def run(size: str, reps: int | None = None) -> list[dict]:
     flops = model.cfg.flops_per_token(spec.seq_len) * tokens
     peak, _ = hardware.peak_flops(model.cfg.dtype)
     row = {"config": spec.name, "attention": model.cfg.attention_impl, "dtype": model.cfg.dtype,
-           "params": model.cfg.num_params(), "tokens/step": tokens, "first loss ours": first["ours"],
+           "params": registry.num_params(model.cfg), "tokens/step": tokens, "first loss ours": first["ours"],
            "ours ms": seconds["ours"] * 1e3, "ours unscanned ms": seconds["ours unscanned"] * 1e3,
            "ours tokens/s": tokens / seconds[best], "ours GFLOP/s": flops / seconds[best] / 1e9,
            "ours MFU": flops / seconds[best] / peak}

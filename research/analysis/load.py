@@ -1,6 +1,6 @@
 """Open a model for analysis: a training run directory or a Hugging Face checkpoint.
 
-    loaded = analysis.load("runs/default")            # research.checkpoint.restore
+    loaded = analysis.load("runs/default")            # research.pretrained.restore
     loaded = analysis.load("path/to/hf_checkpoint")   # research.hf.load (safetensors)
     loaded.model, loaded.params, loaded.tokenizer
 """
@@ -12,7 +12,7 @@ import json
 import pathlib
 from typing import Any
 
-from research import checkpoint
+from research import checkpoint, pretrained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,6 @@ def load(path: str | pathlib.Path, step: int | None = None, **hf_overrides) -> L
     raise ValueError(f"{sorted(hf_overrides)} apply to Hugging Face checkpoints; {path} is a run")
   from research import tokenizers
 
-  config, model, params = checkpoint.restore(path, step)
+  config, model, params = pretrained.restore(path, step)
   tokenizer = tokenizers.load(path / "tokenizer") if (path / "tokenizer").is_dir() else None
   return Loaded(model, params, tokenizer, config, "run")

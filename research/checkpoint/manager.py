@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 
 from research.checkpoint import faults, manifest
 from research.checkpoint.run_config import read_config
+from research.config.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +303,6 @@ class Checkpointer:
       if problem:
         raise ValueError(problem + "; there is no checkpoint to recover it from. Use a new --workdir.")
       return root_config
-    from research.config.experiment import ExperimentConfig
-
     if manifest.legacy(self.root / str(step)):  # no sealed copy: config.json as before
       if problem:
         raise ValueError(problem + f"; checkpoint {step} predates sealed config copies. Use a new --workdir.")

@@ -15,6 +15,7 @@ import pathlib
 
 from research.checkpoint.manifest import write_atomically
 from research.config import roles
+from research.config.experiment import ExperimentConfig
 
 CONFIG_FILE = "config.json"
 
@@ -24,9 +25,7 @@ def write_config(run_dir: pathlib.Path, config) -> None:
                    json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
-def read_config(run_dir: str | pathlib.Path):
-  from research.config.experiment import ExperimentConfig
-
+def read_config(run_dir: str | pathlib.Path) -> ExperimentConfig:
   path = pathlib.Path(run_dir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a run directory")

@@ -21,7 +21,7 @@ from research.config import validate
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-  # A run directory (research.checkpoint.restore) or a Hugging Face save_pretrained directory;
+  # A run directory (research.pretrained.restore) or a Hugging Face save_pretrained directory;
   # None: no distillation.
   teacher: str | None = None
   # The teacher run's checkpoint step; None: its newest.

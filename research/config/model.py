@@ -488,20 +488,11 @@ class ModelConfig:
 
   # ------------------------------------------------------------- derived counts
 
-  def num_params(self) -> int:
-    """Parameter count, from `jax.eval_shape` of the initialiser (nothing is allocated)."""
-    import jax
-
-    from research.models import registry
-
-    shapes = registry.param_shapes(self)
-    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
-
   def matmul_params_per_token(self) -> int:
     """Weights each token multiplies through: all matrices except the embedding lookup.
 
     MoE layers count the ACTIVE weights: the router and the `moe_top_k` experts a token is
-    sent to, not all `moe_experts` (`num_params` counts all of them). Tokens dropped for
+    sent to, not all `moe_experts` (`registry.num_params` counts all of them). Tokens dropped for
     capacity are not discounted, so this is the nominal active count. An encoder_decoder
     model counts a token through the encoder and one through the decoder (self- and
     cross-attention, and the head).

@@ -4,7 +4,7 @@ loads.
     from research import hf
     model, params = hf.load("path/to/checkpoint")        # safetensors only
     hf.save(model, params, "out")     # then AutoModelForCausalLM.from_pretrained("out")
-    tokenizer = hf.load_tokenizer("path/to/checkpoint")  # tokenizer.json or tokenizer.model
+    tokenizer = hf.load_tokenizer("path/to/checkpoint")  # = research.tokenizers.load
 
 One module per HF family registers its converters (config mapping and tensor table, both
 ways); the import order below is the order `config_to_hf` tries model types in, so a
@@ -17,7 +17,7 @@ from research.hf import t5, switch  # noqa: F401  (encoder-decoder types)
 from research.hf.convert import config_from_hf, config_to_hf, load, save
 from research.hf.errors import ConversionError
 from research.hf.registry import supported
-from research.hf.tokenizer import load_tokenizer
+from research.tokenizers import load as load_tokenizer
 
 __all__ = ["ConversionError", "config_from_hf", "config_to_hf", "load", "load_tokenizer", "save",
            "supported"]

@@ -46,9 +46,9 @@ def load_run(run_dir: str | pathlib.Path, step: int | None = None, **model_overr
   `model_overrides` are ModelConfig fields that do not change the parameters, such as
   `attention_impl` or `dtype`.
   """
-  from research import checkpoint, tokenizers
+  from research import pretrained, tokenizers
 
-  config, model, params = checkpoint.restore(run_dir, step=step)
+  config, model, params = pretrained.restore(run_dir, step=step)
   tokenizer_dir = pathlib.Path(run_dir) / "tokenizer"
   if not tokenizer_dir.exists():
     raise FileNotFoundError(f"{tokenizer_dir} does not exist: the run saved no tokenizer")

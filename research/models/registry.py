@@ -8,6 +8,7 @@ computed with `jax.eval_shape` so nothing is allocated.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -59,6 +60,11 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
 def param_shapes(cfg: ModelConfig):
   """ShapeDtypeStructs of the parameters (plain pytree), without allocating."""
   return nn.unbox(jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0))))
+
+
+def num_params(cfg: ModelConfig) -> int:
+  """Parameter count (every expert included), from the shapes: nothing is allocated."""
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(cfg))))
 
 
 def param_axes(cfg: ModelConfig):

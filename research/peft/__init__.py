@@ -10,6 +10,7 @@ trainable = nn.unbox(tuned.init(rng))                  # what the optimizer trai
 params = tuned.combine(base_params, trainable)         # what tuned.model applies
 logits = tuned.model.apply({"params": params}, input_ids=ids)
 peft.save_adapter("out/adapter", tuned, trainable, base="runs/base")
+model, params = research.pretrained.restore_adapter("out/adapter")   # base joined back
 ```
 
 | method | file | trains |
@@ -27,7 +28,7 @@ from research.config.peft import PeftConfig
 from research.peft import core
 from research.peft.adapters import Adapters
 from research.peft.core import Peft, PeftModel
-from research.peft.io import load_adapter, restore, save_adapter
+from research.peft.io import load_adapter, save_adapter
 from research.peft.llama_adapter import LlamaAdapter
 from research.peft.lora import LoRA
 from research.peft.prefix import PrefixTuning
@@ -42,7 +43,7 @@ METHODS: dict[str, type[core.Method]] = {
     "llama_adapter": LlamaAdapter,
 }
 
-__all__ = ["METHODS", "Peft", "PeftModel", "build", "load_adapter", "restore", "save_adapter"]
+__all__ = ["METHODS", "Peft", "PeftModel", "build", "load_adapter", "save_adapter"]
 
 
 def build(cfg: PeftConfig, base) -> Peft:

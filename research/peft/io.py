@@ -1,8 +1,10 @@
 """Adapters on disk: only the method's own parameters, next to a reference to the base.
 
     save_adapter("out/adapter", tuned, trainable, base={"path": "runs/base", "kind": "run", "step": 500})
-    model, params = restore("out/adapter")        # loads the base it names, joins the adapter
-    config, model, params = restore_run("runs/lora")   # a PEFT training run (its checkpoints)
+    peft_cfg, base_model_cfg, exported, base = load_adapter("out/adapter")
+
+research.pretrained.restore_adapter loads the base an adapter names and joins the two;
+research.pretrained.restore does the same for a PEFT training run (its checkpoints).
 
 An adapter directory holds `peft_config.json` (the PeftConfig, the base architecture, the base
 reference) and `adapter.safetensors` (the exported form: prefix tuning's MLP already applied,
@@ -17,7 +19,6 @@ import json
 import pathlib
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -57,43 +58,3 @@ def load_adapter(directory: str | pathlib.Path):
   params = unflatten_dict(load_file(str(directory / WEIGHTS_FILE)), sep="/")
   return (PeftConfig.from_dict(meta["peft"]), ModelConfig.from_dict(meta["model"]), params,
           meta["base"])
-
-
-def load_base(model_cfg: ModelConfig, base: dict[str, Any], seed: int = 0):
-  """The base parameters a reference names, in `model_cfg`'s layout."""
-  from research import pretrained
-  from research.models import registry
-
-  if base["kind"] == "random":
-    return registry.init_params(model_cfg, jax.random.key(base["seed"]))
-  source = pretrained.load(base["path"], step=base.get("step"))
-  pretrained.check_compatible(model_cfg, source, "the adapter's base")
-  return pretrained.to_layout(source.params, source.model_cfg, model_cfg)
-
-
-def restore(directory: str | pathlib.Path, base_params=None):
-  """(PeftModel, full parameters) from an adapter directory; the base is loaded from the
-  reference unless given."""
-  from research import peft
-  from research.models import registry
-
-  cfg, model_cfg, exported, base = load_adapter(directory)
-  tuned = peft.build(cfg, registry.build(model_cfg))
-  if base_params is None:
-    base_params = load_base(model_cfg, base)
-  return tuned.model, tuned.combine(base_params, exported)
-
-
-def restore_run(run_dir: str | pathlib.Path, config, step: int | None = None):
-  """(config, PeftModel, full parameters) of a PEFT training run at checkpoint `step`."""
-  from research import checkpoint, peft
-  from research.models import registry
-
-  run_dir = pathlib.Path(run_dir)
-  path = run_dir / BASE_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: the run does not say which base it adapted")
-  base = json.loads(path.read_text())
-  tuned = peft.build(config.peft, registry.build(config.model))
-  trainable = checkpoint.restore_params(run_dir, nn.unbox(tuned.trainable_boxed()), step)
-  return config, tuned.model, tuned.combine(load_base(config.model, base), trainable)

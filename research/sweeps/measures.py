@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import checkpoint, data
+from research import data, pretrained
 from research.config.experiment import ExperimentConfig
 from research.inference.generate import generate
 from research.inference.sampling import SamplingConfig
@@ -114,7 +114,7 @@ def eval_at_lengths(config: ExperimentConfig, run_dir: pathlib.Path, *,
                     multipliers=(1, 2, 4, 8), tokens: int = 32768,
                     batch_tokens: int = 8192) -> dict[str, Any]:
   """`eval_loss@L` for L = train length x each multiplier (length extrapolation)."""
-  _, _, params = checkpoint.restore(run_dir)
+  _, _, params = pretrained.restore(run_dir)
   model_cfg = config.effective_model()
   out: dict[str, Any] = {}
   notes = []
@@ -172,7 +172,7 @@ def kv_cache_decode(config: ExperimentConfig, run_dir: pathlib.Path, *, batch: i
   Decode time is the time of a prefill plus `new_tokens` tokens minus the time of the
   prefill plus one, so it counts the `new_tokens - 1` cached steps only.
   """
-  _, _, params = checkpoint.restore(run_dir)
+  _, _, params = pretrained.restore(run_dir)
   model_cfg = config.effective_model()
   model = _inference_model(model_cfg)
   ids = np.random.default_rng(0).integers(3, model_cfg.vocab_size, (batch, prompt_len)).astype(np.int32)

@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from research.models import registry
 from research.sweeps import tuning
 from research.train.metrics_log import read_metrics
 
@@ -74,7 +75,7 @@ def row(run_dir: str | pathlib.Path) -> dict[str, Any]:
   if "config" in point:
     model = _model(json.dumps(point["config"], sort_keys=True))
     out["init_loss"] = tuning.init_loss(model.vocab_size)
-    out["params"] = summary.get("params") or model.num_params()
+    out["params"] = summary.get("params") or registry.num_params(model)
     out["active_params"] = model.matmul_params_per_token()
   out["wall_time_s"] = summary.get("wall_time_s")
   out.update(_json(run_dir / "measures.json"))

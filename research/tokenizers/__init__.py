@@ -21,10 +21,12 @@ from research.tokenizers import char, hf_tokenizers, spm
 from research.tokenizers.base import Tokenizer, read_meta
 from research.tokenizers.char import CharTokenizer
 from research.tokenizers.hf_tokenizers import HFTokenizer
+from research.tokenizers.pretrained import load_file
 from research.tokenizers.spm import SentencePieceTokenizer
 
 __all__ = [
     "CharTokenizer", "HFTokenizer", "SentencePieceTokenizer", "Tokenizer", "build", "load",
+    "load_file",
 ]
 
 # kind -> trainer(cfg, texts).
@@ -86,12 +88,3 @@ def load(directory: str | os.PathLike) -> Tokenizer:
     raise ValueError(
         f"{directory}: unknown tokenizer format {meta['format']!r}; known: {sorted(FORMATS)}")
   return cls._load_files(directory, meta["roles"])
-
-
-def load_file(path: str | os.PathLike) -> Tokenizer:
-  """A sentencepiece `.model`, a `tokenizer.json`, or a directory holding one (with its
-  Hugging Face tokenizer_config.json naming the special tokens), loaded as is."""
-  # Imported here: research.hf's package may pull in conversion code the data path never needs.
-  from research.hf.tokenizer import load_tokenizer
-
-  return load_tokenizer(path)

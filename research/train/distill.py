@@ -26,7 +26,7 @@ import optax
 
 from research.config.distill import DistillConfig
 from research.layers import moe
-from research.train import objectives
+from research.train import losses
 
 TERMS = ("loss", "kl", "ce", "accuracy", "weight")
 
@@ -109,8 +109,8 @@ def make_loss(teacher_model, cfg: DistillConfig, vocab: int):
       sums = chunked_terms(h_s, unembedding(model, student), h_t, unembedding(teacher_model, teacher),
                            batch["targets"], batch["loss_mask"], cfg.chunk_tokens, **kw)
     else:
-      z_s, aux, _ = objectives.apply_model(model, student, rng, deterministic, **inputs)
-      z_t, _, _ = objectives.apply_model(teacher_model, teacher, None, True, **inputs)
+      z_s, aux, _ = losses.apply_model(model, student, rng, deterministic, **inputs)
+      z_t, _, _ = losses.apply_model(teacher_model, teacher, None, True, **inputs)
       sums = token_terms(z_s, z_t, batch["targets"], batch["loss_mask"], **kw)
     weight = sums.pop("weight")
     return sums["loss"] + aux * weight, weight, sums

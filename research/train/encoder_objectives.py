@@ -27,15 +27,7 @@ import optax
 from research.layers import crf as crf_lib
 from research.models.heads import best_span
 from research.train import masking
-
-# research.train.objectives imports this module to register it, so its helpers are imported
-# where they are used.
-
-
-def _core():
-  from research.train import objectives
-
-  return objectives
+from research.train.losses import apply_model, token_cross_entropy
 
 
 def _inputs(batch) -> dict:
@@ -52,7 +44,7 @@ def _real_BT(batch) -> jax.Array:
 
 
 def _forward(model, params, batch, rng, deterministic):
-  return _core().apply_model(model, params, rng, deterministic, **_inputs(batch))
+  return apply_model(model, params, rng, deterministic, **_inputs(batch))
 
 
 def _class_ce(logits, labels):
@@ -68,7 +60,7 @@ def _with_aux(loss_sum, weight, metrics, aux, extra):
 
 def mlm(model, params, batch, rng, deterministic=False):
   out, aux, extra = _forward(model, params, batch, rng, deterministic)
-  loss_sum, weight, correct = _core().token_cross_entropy(
+  loss_sum, weight, correct = token_cross_entropy(
       out["mlm"], batch["targets"], batch["loss_mask"])
   return _with_aux(loss_sum, weight, {"loss": loss_sum, "accuracy": correct}, aux, extra)
 
@@ -77,7 +69,7 @@ def _mlm_with_pairs(head: str):
   def loss(model, params, batch, rng, deterministic=False):
     out, aux, extra = _forward(model, params, batch, rng, deterministic)
     weights = batch["loss_mask"].astype(jnp.float32)
-    mlm_sum, weight, correct = _core().token_cross_entropy(out["mlm"], batch["targets"], weights)
+    mlm_sum, weight, correct = token_cross_entropy(out["mlm"], batch["targets"], weights)
     pair_ce, pair_correct = _class_ce(out[head], batch["pair_label"])
     per_row = weights.sum(axis=1)  # each row's pair loss counts as much as its masked tokens
     pair_sum = (pair_ce * per_row).sum()

@@ -9,7 +9,7 @@ after it, is the argmax given the prompt and the reference response so far. That
 the condition under which greedy decoding from the prompt produces the response and stops,
 so this is greedy exact match computed in one forward pass per batch (tests/test_sft.py
 checks it against research.inference.generate). Works for every run the loop writes, PEFT
-runs included (checkpoint.restore joins them to their base).
+runs included (research.pretrained.restore joins them to their base).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import sys
 
 import jax
 
-from research import checkpoint, data
+from research import checkpoint, data, pretrained
 from research.config import overrides as overrides_lib
 from research.config.data import TokenizerConfig
-from research.train import objectives
+from research.train import losses, objectives
 
 
 @functools.lru_cache(maxsize=8)
@@ -33,7 +33,7 @@ def _scorer(model):
   def score(params, batch):
     logits = model.apply({"params": params}, input_ids=batch["input_ids"],
                          segment_ids=batch["segment_ids"])
-    loss, weight, correct = objectives.token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    loss, weight, correct = losses.token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     exact, count = objectives.response_exact_match(logits, batch["targets"], batch["loss_mask"])
     return {"loss": loss, "weight": weight, "correct": correct, "exact": exact, "responses": count}
 
@@ -58,7 +58,7 @@ def responses(model, params, dataset, max_batches: int | None = None) -> dict[st
 def evaluate_run(workdir: str, step: int | None = None, overrides=()) -> dict[str, float]:
   """Scores a run on its validation pairs, or on other data (`overrides`, e.g. one task of a
   mixture: data.dataset=copy), always through the run's own tokenizer."""
-  config, model, params = checkpoint.restore(workdir, step=step)
+  config, model, params = pretrained.restore(workdir, step=step)
   tokenizer = TokenizerConfig(kind="file", path=str(pathlib.Path(workdir) / "tokenizer"))
   config = config.replace(data=config.data.replace(tokenizer=tokenizer))
   config = overrides_lib.apply(config, ["data.pack=false", "data.loss_on=answer", *overrides])

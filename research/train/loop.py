@@ -156,7 +156,7 @@ def _train(cfg: ExperimentConfig, run_dir: pathlib.Path) -> dict:
                      if objective.flops_per_token else model_cfg.flops_per_token(cfg.data.seq_len))
   tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
   mesh_desc = " x ".join(f"{a}={n}" for a, n in mesh.shape.items() if n > 1) or "one device"
-  say(f"{cfg.name}: {model_cfg.num_params():,} params | {mesh.devices.size} device(s) in "
+  say(f"{cfg.name}: {registry.num_params(model_cfg):,} params | {mesh.devices.size} device(s) in "
       f"{jax.process_count()} process(es), mesh {mesh_desc} | {dataset.train_tokens:,} train tokens "
       f"| peak {peak / 1e9:,.0f} GFLOP/s per device ({peak_source})", flush=True)
   if ft.tuned is not None:
@@ -260,7 +260,7 @@ def _train(cfg: ExperimentConfig, run_dir: pathlib.Path) -> dict:
     if primary:
       (run_dir / "samples.txt").write_text(text + "\n")
   summary["wall_time_s"] = time.perf_counter() - wall_start
-  summary["params"] = model_cfg.num_params()
+  summary["params"] = registry.num_params(model_cfg)
   if primary:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   ckpt.close()

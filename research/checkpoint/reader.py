@@ -1,9 +1,11 @@
-"""Reading a run's checkpoints for analysis, evaluation and fine-tuning, without training.
+"""Reading a run's checkpoints without training: the orbax items, checked against the manifest.
 
-    config, model, params = research.checkpoint.restore("runs/default")          # newest valid step
-    report = research.checkpoint.verify_run("runs/default")                      # every step, why
+    params = research.checkpoint.restore_params("runs/default", abstract)   # newest valid step
+    report = research.checkpoint.verify_run("runs/default")                 # every step, why
 
-Nothing here writes: an invalid step is skipped with a warning (training quarantines it).
+`abstract` (the parameters' shapes, e.g. research.models.registry.param_shapes) comes from
+the caller: building the model for a run is research.pretrained.restore's job. Nothing here
+writes: an invalid step is skipped with a warning (training quarantines it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import orbax.checkpoint as ocp
 
 from research.checkpoint import manifest
 from research.checkpoint.manager import ITEMS, nonfinite_path, saved_steps
-from research.checkpoint.run_config import read_config
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +25,6 @@ def _read_only_manager(run_dir: pathlib.Path):
   return ocp.CheckpointManager(run_dir.absolute() / "checkpoints", item_names=ITEMS,
                                options=ocp.CheckpointManagerOptions(read_only=True, create=False,
                                                                     save_interval_steps=0))
-
-
-def restore(run_dir: str | pathlib.Path, step: int | None = None):
-  """(config, model, params) of a run, without optimizer state: for notebooks and analysis.
-
-  `step` None takes the newest valid checkpoint. A PEFT run's checkpoints hold only the
-  adapter; research.peft.restore_run joins it to the base it names (model: a PeftModel).
-  """
-  from research.models import registry
-
-  run_dir = pathlib.Path(run_dir)
-  config = read_config(run_dir)
-  if config.peft.enabled:
-    from research.peft import io as peft_io
-
-    return peft_io.restore_run(run_dir, config, step)
-  model = registry.build(config.model)
-  return config, model, restore_params(run_dir, registry.param_shapes(config.model), step)
 
 
 def restore_params(run_dir: str | pathlib.Path, abstract, step: int | None = None):

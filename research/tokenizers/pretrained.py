@@ -1,8 +1,8 @@
 """Loads the tokenizer that sits next to a Hugging Face checkpoint into our `Tokenizer`.
 
-`load_tokenizer(path)` takes a directory or a file:
-- a directory saved by `Tokenizer.save` (it holds tokenizer_meta.json) is reloaded exactly;
-- otherwise `tokenizer.json` (the `tokenizers` library's format, preferred: it is what
+`load_file(path)` takes a directory or a file (research.tokenizers.load sends it everything
+but a directory saved by `Tokenizer.save`, which it reloads exactly):
+- a directory: `tokenizer.json` (the `tokenizers` library's format, preferred: it is what
   transformers' fast tokenizers use) or else `tokenizer.model` (SentencePiece);
 - a file is loaded by its name: `*.json` as a `tokenizer.json`, `*.model` as SentencePiece.
 
@@ -30,13 +30,11 @@ SP_FILE = "tokenizer.model"
 CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+def load_file(path: str | os.PathLike) -> Tokenizer:
+  """A sentencepiece `.model`, a `tokenizer.json`, or a directory holding one (with its
+  Hugging Face tokenizer_config.json naming the special tokens), loaded as is."""
   path = pathlib.Path(path)
   if path.is_dir():
-    if (path / META_FILE).is_file():
-      from research import tokenizers
-
-      return tokenizers.load(path)
     directory = path
     if (path / TOKENIZER_FILE).is_file():
       tokenizer = HFTokenizer.from_file(path / TOKENIZER_FILE)
