@@ -24,7 +24,7 @@ SENTENCEPIECE_KINDS = ("sentencepiece_bpe", "sentencepiece_unigram")
 
 # Roles a special token can play, recognised by its symbol. A tokenizer's pad/bos/eos/...
 # ids are the ids of these symbols; files from Hugging Face checkpoints name their roles in
-# tokenizer_config.json instead, which research.hf.tokenizer reads first.
+# tokenizer_config.json instead, which research.tokenizers.pretrained reads first.
 ROLE_SYMBOLS: dict[str, tuple[str, ...]] = {
     "pad": ("<pad>", "[PAD]", "<|pad|>"),
     "bos": ("<s>", "<bos>", "[BOS]", "<|begin_of_text|>", "<|startoftext|>"),
