@@ -55,6 +55,12 @@ def _perturbed(tree, seed=5, scale=0.3):
                                       for x, k in zip(leaves, keys)])
 
 
+def _init(tuned, seed=2):
+  """The method's training-form parameters, unboxed. Jitted: an eager init runs the whole
+  wrapped model op by op."""
+  return jax.jit(lambda key: nn.unbox(tuned.init(key)))(jax.random.key(seed))
+
+
 def _apply(tuned, params, ids, **kw):
   return jax.jit(lambda p, i: tuned.model.apply({"params": p}, input_ids=i, **kw))(params, ids)
 
@@ -92,7 +98,7 @@ def test_training_changes_only_the_methods_parameters(method):
   base = _base()
   base_copy = jax.tree.map(np.array, base)
   tx, lr = opt_lib.build(OptimizerConfig(lr=1e-2, warmup_steps=0), 10)
-  state = TrainState.create(nn.unbox(tuned.init(jax.random.key(2))), tx, jax.random.key(3))
+  state = TrainState.create(_init(tuned), tx, jax.random.key(3))
   start = jax.tree.map(np.array, state.params)
   step = jax.jit(make_train_step(tuned.model, objectives.causal_lm, tx, lr, TrainConfig(),
                                  assemble=lambda t, f: tuned.combine(f, t)))
@@ -119,12 +125,12 @@ def test_zero_initialised_methods_start_as_the_base_model(method):
   base = _base(cfg)
   ids = _ids()
   plain = registry.build(cfg).apply({"params": base}, input_ids=ids)
-  adapted = tuned.model.apply({"params": tuned.combine(base, nn.unbox(tuned.init(jax.random.key(2))))},
+  adapted = tuned.model.apply({"params": tuned.combine(base, _init(tuned))},
                               input_ids=ids)
   np.testing.assert_array_equal(np.asarray(adapted), np.asarray(plain))
   # Scanned and jitted: equal up to the compiler's reassociation.
   tuned, base = _tuned(method), _base()
-  full = tuned.combine(base, nn.unbox(tuned.init(jax.random.key(2))))
+  full = tuned.combine(base, _init(tuned))
   np.testing.assert_allclose(_apply(tuned, full, ids),
                              jax.jit(lambda p: registry.build(CFG).apply({"params": p}, input_ids=ids))(base),
                              atol=1e-6)
@@ -133,15 +139,16 @@ def test_zero_initialised_methods_start_as_the_base_model(method):
 def test_lora_merged_equals_unmerged_and_unmerges():
   tuned = _tuned("lora", targets=("attention", "ffn", "lm_head"), cfg=dataclasses.replace(CFG, tie_embeddings=False))
   base = registry.init_params(tuned.model.cfg, jax.random.key(0))
-  trained = _perturbed(nn.unbox(tuned.init(jax.random.key(2))))
+  trained = _perturbed(_init(tuned))
   ids = _ids()
   unmerged = _apply(tuned, tuned.combine(base, trained), ids)
   merged_params = lora.merge(tuned.combine(base, trained), tuned.cfg)
   assert jax.tree.structure(merged_params) == jax.tree.structure(base)
-  merged = jax.jit(lambda p: registry.build(tuned.model.cfg).apply({"params": p}, input_ids=ids))(merged_params)
+  plain_model = jax.jit(lambda p: registry.build(tuned.model.cfg).apply({"params": p}, input_ids=ids))
+  merged = plain_model(merged_params)
   assert float(jnp.abs(unmerged - merged).max()) > 0  # sanity: the update is not a no-op ...
   np.testing.assert_allclose(merged, unmerged, rtol=1e-4, atol=1e-4)  # ... merging keeps the function
-  plain = jax.jit(lambda p: registry.build(tuned.model.cfg).apply({"params": p}, input_ids=ids))(base)
+  plain = plain_model(base)
   assert float(jnp.abs(unmerged - plain).max()) > 1e-2
   restored = lora.unmerge(merged_params, trained, tuned.cfg)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), restored, base)
@@ -151,7 +158,7 @@ def test_lora_merged_equals_unmerged_and_unmerges():
 def test_saved_adapter_reloads_to_the_same_logits(method, tmp_path):
   tuned = _tuned(method)
   base = _base()
-  trained = _perturbed(nn.unbox(tuned.init(jax.random.key(2))))
+  trained = _perturbed(_init(tuned))
   ids = _ids()
   expected = _apply(tuned, tuned.combine(base, trained), ids)
   peft.save_adapter(tmp_path, tuned, trained, base={"kind": "random", "seed": 0})
@@ -170,7 +177,7 @@ def test_saved_adapter_reloads_to_the_same_logits(method, tmp_path):
 def test_cached_decoding_equals_the_full_forward(method):
   tuned = _tuned(method, cfg=dataclasses.replace(CFG, n_kv_heads=2))
   base = registry.init_params(tuned.model.cfg, jax.random.key(0))
-  params = tuned.combine(base, _perturbed(nn.unbox(tuned.init(jax.random.key(2)))))
+  params = tuned.combine(base, _perturbed(_init(tuned)))
   ids = _ids((2, 9))
   full = _apply(tuned, params, ids)
   cached = jax.jit(lambda p, i, c: tuned.model.apply({"params": p}, input_ids=i, cache=c))
@@ -184,7 +191,7 @@ def test_cached_decoding_equals_the_full_forward(method):
 
 def test_prefix_is_seen_by_every_packed_segment():
   tuned = _tuned("prefix")
-  params = tuned.combine(_base(), _perturbed(nn.unbox(tuned.init(jax.random.key(2)))))
+  params = tuned.combine(_base(), _perturbed(_init(tuned)))
   a, b = _ids((1, 5), seed=7), _ids((1, 4), seed=8)
   packed = _apply(tuned, params, jnp.concatenate([a, b], 1),
                   segment_ids=jnp.asarray([[1] * 5 + [2] * 4]))
@@ -195,7 +202,7 @@ def test_prefix_is_seen_by_every_packed_segment():
 def test_prompt_tuning_prepends_a_soft_prompt():
   tuned = _tuned("prompt")
   base = _base()
-  trained = nn.unbox(tuned.init(jax.random.key(2)))
+  trained = _init(tuned)
   warm = tuned.warm_start(trained, base, jax.random.key(4), vocab_size=CFG.vocab_size)
   table = np.asarray(base["embed"]["tokens"]["embedding"])
   # Lester et al.'s init: each soft-prompt vector is some token's embedding.
@@ -265,13 +272,17 @@ def test_methods_wrap_every_family_and_zero_init_ones_start_as_the_base(preset):
     cfg = cfg.replace(encoder_heads=("mlm",))
   base = _base(cfg)
   inputs = registry.dummy_inputs(cfg, batch=2, length=8)
-  logits = lambda out: out["mlm"] if isinstance(out, dict) else out  # noqa: E731
-  plain = logits(registry.build(cfg).apply({"params": base}, **inputs))
+
+  def logits(model, params):
+    out = jax.jit(lambda p: model.apply({"params": p}, **inputs))(params)
+    return out["mlm"] if isinstance(out, dict) else out
+
+  plain = logits(registry.build(cfg), base)
   for method in ("lora", "adapter", "llama_adapter", "prefix"):
     tuned = _tuned(method, cfg)
-    trained = nn.unbox(tuned.init(jax.random.key(2)))
+    trained = _init(tuned)
     assert jax.tree.leaves(trained), method
-    out = logits(tuned.model.apply({"params": tuned.combine(base, trained)}, **inputs))
+    out = logits(tuned.model, tuned.combine(base, trained))
     if method in ZERO_INIT:
       np.testing.assert_allclose(out, plain, atol=1e-6, err_msg=method)
     else:  # prefix tuning's random prefixes change the output
