@@ -174,8 +174,8 @@ def test_switch_stacks_route_every_other_layer():
     assert set(group) == {"block_0", "block_1"}
     assert "mlp" in group["block_0"] and "moe" in group["block_1"]
   ids, mask, dec = _inputs()
-  _, state = model.apply({"params": params}, input_ids=ids, attention_mask=mask,
-                         decoder_input_ids=dec, mutable=["moe"])
+  _, state = jax.jit(lambda p: model.apply({"params": p}, input_ids=ids, attention_mask=mask,
+                                           decoder_input_ids=dec, mutable=["moe"]))(params)
   losses = jax.tree.leaves(state["moe"])
   assert losses and all(np.isfinite(np.asarray(x)).all() for x in losses)
 
@@ -185,8 +185,10 @@ def test_ffn_dropout_applies_only_when_training():
   model = registry.build(cfg)
   params = registry.init_params(cfg, jax.random.key(0))
   ids, _, dec = _inputs()
-  run = lambda det, key: model.apply({"params": params}, input_ids=ids, decoder_input_ids=dec,
-                                     deterministic=det, rngs={"dropout": key})
+  forward = jax.jit(lambda det, p, key: model.apply({"params": p}, input_ids=ids, decoder_input_ids=dec,
+                                                    deterministic=det, rngs={"dropout": key}),
+                    static_argnums=0)
+  run = lambda det, key: forward(det, params, key)  # noqa: E731
   np.testing.assert_array_equal(run(True, jax.random.key(1)), run(True, jax.random.key(2)))
   assert not np.allclose(run(False, jax.random.key(1)), run(True, jax.random.key(1)))
 
@@ -227,10 +229,10 @@ def test_decoder_output_scale_is_apart_from_the_tying():
     np.testing.assert_allclose(scaled, unscaled * cfg.d_model ** -0.5, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mesh_cfg", ["data2_fsdp2_tensor2", "expert2_data2_tensor2"])
-def test_sharded_training_equals_one_device(mesh_cfg):
-  """Span-corruption steps of a Switch-style model: the same losses and parameters on a mesh
-  of 8 simulated devices as on one (cross-attention, both stacks' MoE, expert parallelism)."""
+@functools.lru_cache(maxsize=None)
+def _span_corruption_steps(mesh_name):
+  """(losses, parameters) after 3 span-corruption SGD steps of switch_every_2 on `mesh_name`;
+  cached, so the single-device reference runs once for every mesh compared with it."""
   from research.config.mesh import MeshConfig
   from research.config.optim import OptimizerConfig
   from research.config.train import TrainConfig
@@ -241,8 +243,9 @@ def test_sharded_training_equals_one_device(mesh_cfg):
   from research.train.state import TrainState
   from research.train.step import make_train_step
 
-  meshes = {"data2_fsdp2_tensor2": MeshConfig(data=2, fsdp=2, tensor=2),
-            "expert2_data2_tensor2": MeshConfig(data=2, expert=2, tensor=2)}
+  meshes = {"one_device": (MeshConfig(data=1), jax.devices()[:1]),
+            "data2_fsdp2_tensor2": (MeshConfig(data=2, fsdp=2, tensor=2), None),
+            "expert2_data2_tensor2": (MeshConfig(data=2, expert=2, tensor=2), None)}
   cfg, _, params, _ = _setup("switch_every_2")
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, 90, (8, 33)).astype(np.int32)
@@ -251,24 +254,28 @@ def test_sharded_training_equals_one_device(mesh_cfg):
                         sentinels=np.arange(96, 80, -1), eos_id=2, pad_id=0,
                         decoder_start_id=0, seed=0, epoch=0)
   tx, lr = opt_lib.build(OptimizerConfig(name="sgd", lr=0.5, momentum=0.9, warmup_steps=0), 100)
+  mesh_cfg, devices = meshes[mesh_name]
+  mesh = make_mesh(mesh_cfg, devices)
+  plan = plan_training(cfg, tx, mesh_cfg, mesh)
+  state = jax.device_put(TrainState.create(jax.device_get(params), tx, jax.random.key(1)),
+                         plan.state)
+  step = make_train_step(registry.build(cfg), objectives.seq2seq_lm, tx, lr, TrainConfig(),
+                         grad_shardings=plan.grads)
+  losses = []
+  with plan.scope():
+    step = jax.jit(step, in_shardings=(plan.state, plan.batch), donate_argnums=0)
+    for _ in range(3):
+      state, metrics = step(state, {k: jax.device_put(v, plan.batch) for k, v in batch.items()})
+      losses.append(float(metrics["loss"]))
+  return np.array(losses), jax.device_get(state.params)
 
-  def run(mesh_cfg, devices=None):
-    mesh = make_mesh(mesh_cfg, devices)
-    plan = plan_training(cfg, tx, mesh_cfg, mesh)
-    state = jax.device_put(TrainState.create(jax.device_get(params), tx, jax.random.key(1)),
-                           plan.state)
-    step = make_train_step(registry.build(cfg), objectives.seq2seq_lm, tx, lr, TrainConfig(),
-                           grad_shardings=plan.grads)
-    losses = []
-    with plan.scope():
-      step = jax.jit(step, in_shardings=(plan.state, plan.batch), donate_argnums=0)
-      for _ in range(3):
-        state, metrics = step(state, {k: jax.device_put(v, plan.batch) for k, v in batch.items()})
-        losses.append(float(metrics["loss"]))
-    return np.array(losses), jax.device_get(state.params)
 
-  ref_losses, ref_params = run(MeshConfig(data=1), jax.devices()[:1])
-  losses, sharded = run(meshes[mesh_cfg])
+@pytest.mark.parametrize("mesh_name", ["data2_fsdp2_tensor2", "expert2_data2_tensor2"])
+def test_sharded_training_equals_one_device(mesh_name):
+  """Span-corruption steps of a Switch-style model: the same losses and parameters on a mesh
+  of 8 simulated devices as on one (cross-attention, both stacks' MoE, expert parallelism)."""
+  ref_losses, ref_params = _span_corruption_steps("one_device")
+  losses, sharded = _span_corruption_steps(mesh_name)
   assert losses[-1] < losses[0]
   np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sharded, ref_params)
