@@ -54,23 +54,25 @@ def _setup(seed=0):
 
 def test_alpha_zero_is_the_cross_entropy():
   student, teacher, params, batch = _setup()
+  distilled = {alpha: distill.make_loss(teacher, DistillConfig(teacher="t", alpha=alpha), vocab=97)
+               for alpha in (0.0, 0.5)}
 
-  def distilled(alpha):
-    loss = distill.make_loss(teacher, DistillConfig(teacher="t", alpha=alpha), vocab=97)
-    return jax.jit(lambda p, b: loss(student, p, b, None, True)[:2])(params, batch)
+  @jax.jit  # one program for the three losses: one compilation
+  def losses(p, b):
+    ce = objectives.causal_lm(student, p["student"], b, None, True)[:2]
+    return ce, {alpha: loss(student, p, b, None, True)[:2] for alpha, loss in distilled.items()}
 
-  got, weight = distilled(0.0)
-  ce, ce_weight, _ = jax.jit(lambda p, b: objectives.causal_lm(student, p, b, None, True))(
-      params["student"], batch)
+  (ce, ce_weight), by_alpha = losses(params, batch)
+  got, weight = by_alpha[0.0]
   assert float(got) == pytest.approx(float(ce), rel=1e-6) and float(weight) == float(ce_weight)
   # At alpha > 0 the teacher matters.
-  assert abs(float(distilled(0.5)[0]) - float(ce)) > 1e-3
+  assert abs(float(by_alpha[0.5][0]) - float(ce)) > 1e-3
 
 
 def test_chunked_loss_equals_the_plain_loss_and_gradients():
   student, teacher, params, batch = _setup()
-  results = []
-  for chunk in (0, 8):  # 33 tokens: the last chunk is padded
+
+  def value_and_grad(chunk, params, batch):  # 33 tokens: chunks of 8 leave the last one padded
     loss = distill.make_loss(teacher, DistillConfig(teacher="t", alpha=0.7, temperature=3.0,
                                                     chunk_tokens=chunk), vocab=97)
 
@@ -78,9 +80,11 @@ def test_chunked_loss_equals_the_plain_loss_and_gradients():
       value, weight, sums = loss(student, {**params, "student": student_params}, batch, None, True)
       return value, sums
 
-    (value, sums), grads = jax.jit(jax.value_and_grad(total, has_aux=True))(params["student"])
-    results.append((value, sums, grads))
-  (v0, s0, g0), (v1, s1, g1) = results
+    return jax.value_and_grad(total, has_aux=True)(params["student"])
+
+  # One program for both losses and their gradients: one compilation.
+  ((v0, s0), g0), ((v1, s1), g1) = jax.jit(
+      lambda p, b: (value_and_grad(0, p, b), value_and_grad(8, p, b)))(params, batch)
   assert float(v1) == pytest.approx(float(v0), rel=1e-5)
   for k in ("kl", "ce", "accuracy"):
     assert float(s1[k]) == pytest.approx(float(s0[k]), rel=1e-5, abs=1e-6)
