@@ -50,8 +50,13 @@ def _prepared_loss(name, **model_inputs):
                             config=cfg, epoch=0)
   model = registry.build(cfg.model)
   params = registry.init_params(cfg.model, jax.random.key(0))
-  loss, weight, _ = objective.loss(model, params, batch, None, deterministic=True)
-  logits = model.apply({"params": params}, **{k: batch[v] for k, v in model_inputs.items()})
+
+  @jax.jit
+  def loss_and_logits(params, batch):
+    loss, weight, _ = objective.loss(model, params, batch, None, deterministic=True)
+    return loss, weight, model.apply({"params": params}, **{k: batch[v] for k, v in model_inputs.items()})
+
+  loss, weight, logits = loss_and_logits(params, batch)
   log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
   picked = np.take_along_axis(np.asarray(log_probs), batch["targets"][..., None], axis=-1)[..., 0]
   expected = -(picked * batch["loss_mask"]).sum()

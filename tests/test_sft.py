@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -166,7 +165,7 @@ def test_teacher_forced_exact_match_is_greedy_decoding():
   seq = np.concatenate([prompt, response], axis=1)
   weights = np.zeros((3, 8), np.float32)
   weights[:, 4:] = 1  # targets 5..8: the four response tokens
-  logits = model.apply({"params": params}, input_ids=jnp.asarray(seq[:, :-1]))
+  logits = jax.jit(lambda p, ids: model.apply({"params": p}, input_ids=ids))(params, seq[:, :-1])
   exact, count = objectives.response_exact_match(logits, seq[:, 1:], weights)
   assert (float(exact), float(count)) == (2.0, 3.0)
 
@@ -181,8 +180,10 @@ def test_sft_loss_is_the_response_cross_entropy():
   mask[1, 2:4] = 1
   batch = {"input_ids": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": mask,
            "segment_ids": np.ones((2, 8), np.int32)}
-  loss, weight, metrics = objectives.sft(model, params, batch, None, deterministic=True)
-  logp = np.asarray(jax.nn.log_softmax(model.apply({"params": params}, input_ids=batch["input_ids"])))
+  loss, weight, metrics = jax.jit(lambda p, b: objectives.sft(model, p, b, None, deterministic=True))(
+      params, batch)
+  logits = jax.jit(lambda p, ids: model.apply({"params": p}, input_ids=ids))(params, batch["input_ids"])
+  logp = np.asarray(jax.nn.log_softmax(logits))
   nll = -np.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
   assert float(weight) == 5.0
   assert float(loss) == pytest.approx((nll * mask).sum(), rel=1e-5)
