@@ -4,6 +4,7 @@ merge, adapter save/reload, cached decoding, packing, sharding and configuration
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -25,7 +26,7 @@ from research.sharding.plan import plan_training
 from research.train import objectives, optimizer as opt_lib
 from research.train.state import TrainState
 from research.train.step import make_train_step
-from support import tiny
+from support import forward, tiny
 
 # Multi-head (K = N), so every attention projection is a square d x d matrix.
 D, L, N, P, R, M = 32, 2, 4, 3, 4, 5
@@ -35,7 +36,10 @@ METHODS = ("lora", "prefix", "prompt", "adapter", "llama_adapter")
 ZERO_INIT = ("lora", "adapter", "llama_adapter")
 
 
+@functools.lru_cache(maxsize=None)
 def _tuned(method, cfg=CFG, **kw):
+  """The method bound to cfg's model; cached, so the tests that use the same binding share it
+  and the functions _init and _apply compile for it."""
   return peft.build(PeftConfig(method=method, **{**SETTINGS, **kw}), registry.build(cfg))
 
 
@@ -55,14 +59,26 @@ def _perturbed(tree, seed=5, scale=0.3):
                                       for x, k in zip(leaves, keys)])
 
 
+_COMPILED = {}
+
+
+def _jitted(tuned, name, fn):
+  """fn jitted once per binding (bindings live as long as _tuned's cache, so ids are stable)."""
+  key = (id(tuned), name)
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.jit(fn)
+  return _COMPILED[key]
+
+
 def _init(tuned, seed=2):
   """The method's training-form parameters, unboxed. Jitted: an eager init runs the whole
   wrapped model op by op."""
-  return jax.jit(lambda key: nn.unbox(tuned.init(key)))(jax.random.key(seed))
+  return _jitted(tuned, "init", lambda key: nn.unbox(tuned.init(key)))(jax.random.key(seed))
 
 
 def _apply(tuned, params, ids, **kw):
-  return jax.jit(lambda p, i: tuned.model.apply({"params": p}, input_ids=i, **kw))(params, ids)
+  apply = _jitted(tuned, "apply", lambda p, i, **kw: tuned.model.apply({"params": p}, input_ids=i, **kw))
+  return apply(params, ids, **kw)
 
 
 def test_methods_agree_with_the_config():
@@ -94,7 +110,7 @@ def test_trainable_parameter_counts_match_the_formulas():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_training_changes_only_the_methods_parameters(method):
-  tuned = _tuned(method, dropout=0.1 if method == "lora" else 0.0)
+  tuned = _tuned(method, **({"dropout": 0.1} if method == "lora" else {}))
   base = _base()
   base_copy = jax.tree.map(np.array, base)
   tx, lr = opt_lib.build(OptimizerConfig(lr=1e-2, warmup_steps=0), 10)
@@ -132,7 +148,7 @@ def test_zero_initialised_methods_start_as_the_base_model(method):
   tuned, base = _tuned(method), _base()
   full = tuned.combine(base, _init(tuned))
   np.testing.assert_allclose(_apply(tuned, full, ids),
-                             jax.jit(lambda p: registry.build(CFG).apply({"params": p}, input_ids=ids))(base),
+                             forward(CFG, base, ids),
                              atol=1e-6)
 
 
@@ -144,11 +160,10 @@ def test_lora_merged_equals_unmerged_and_unmerges():
   unmerged = _apply(tuned, tuned.combine(base, trained), ids)
   merged_params = lora.merge(tuned.combine(base, trained), tuned.cfg)
   assert jax.tree.structure(merged_params) == jax.tree.structure(base)
-  plain_model = jax.jit(lambda p: registry.build(tuned.model.cfg).apply({"params": p}, input_ids=ids))
-  merged = plain_model(merged_params)
+  merged = forward(tuned.model.cfg, merged_params, ids)
   assert float(jnp.abs(unmerged - merged).max()) > 0  # sanity: the update is not a no-op ...
   np.testing.assert_allclose(merged, unmerged, rtol=1e-4, atol=1e-4)  # ... merging keeps the function
-  plain = plain_model(base)
+  plain = forward(tuned.model.cfg, base, ids)
   assert float(jnp.abs(unmerged - plain).max()) > 1e-2
   restored = lora.unmerge(merged_params, trained, tuned.cfg)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), restored, base)
@@ -213,7 +228,7 @@ def test_prompt_tuning_prepends_a_soft_prompt():
   # The same as the base model reading the prompt's tokens first.
   rows = [int(np.flatnonzero(np.isclose(table, r).all(axis=1))[0]) for r in np.asarray(warm["soft_prompt"])]
   prefixed = jnp.concatenate([jnp.broadcast_to(jnp.asarray(rows), (2, P)), ids], axis=1)
-  plain = jax.jit(lambda p: registry.build(CFG).apply({"params": p}, input_ids=prefixed))(base)
+  plain = forward(CFG, base, prefixed)
   np.testing.assert_allclose(logits, plain[:, P:], atol=1e-5)
   with pytest.raises(ValueError, match="cannot decode with a KV cache"):
     tuned.model.apply({"params": tuned.combine(base, warm)}, input_ids=ids, cache=KVCache.init(CFG, 2, 12))
