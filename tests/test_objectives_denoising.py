@@ -54,7 +54,8 @@ def _prepared_loss(name, **model_inputs):
   @jax.jit
   def loss_and_logits(params, batch):
     loss, weight, _ = objective.loss(model, params, batch, None, deterministic=True)
-    return loss, weight, model.apply({"params": params}, **{k: batch[v] for k, v in model_inputs.items()})
+    logits = model.apply({"params": params}, **{k: batch[v] for k, v in model_inputs.items()})
+    return loss, weight, logits
 
   loss, weight, logits = loss_and_logits(params, batch)
   log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)

@@ -69,7 +69,10 @@ def test_peft_run_checkpoints_only_the_adapter(base_run, tmp_path):
   assert set(_leaves(stored)) == set(adapter)
   ids = np.ones((1, 6), np.int32)
   reloaded_model, reloaded = pretrained.restore_adapter(run / "adapter")
-  logits = lambda m, p: jax.jit(lambda p: m.apply({"params": p}, input_ids=ids))(p)  # noqa: E731
+
+  def logits(model, params):
+    return jax.jit(lambda p: model.apply({"params": p}, input_ids=ids))(params)
+
   np.testing.assert_allclose(logits(reloaded_model, reloaded), logits(model, params), atol=1e-6)
   scores = evaluate.evaluate_run(str(run))
   assert scores["responses"] > 0 and 0 <= scores["exact_match"] <= 1

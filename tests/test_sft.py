@@ -17,7 +17,7 @@ from research.inference.generate import generate
 from research.inference.sampling import SamplingConfig
 from research.models import registry
 from research.train import objectives
-from support import tiny
+from support import forward, tiny
 
 SEP_TOKENS = TokenizerConfig(kind="char", special_tokens=("<pad>", "<s>", "</s>", "<sep>"))
 PAIRS = [("ab", "xyz"), ("c", "w"), ("dd", "uv"), ("e", "ttt")]
@@ -165,7 +165,7 @@ def test_teacher_forced_exact_match_is_greedy_decoding():
   seq = np.concatenate([prompt, response], axis=1)
   weights = np.zeros((3, 8), np.float32)
   weights[:, 4:] = 1  # targets 5..8: the four response tokens
-  logits = jax.jit(lambda p, ids: model.apply({"params": p}, input_ids=ids))(params, seq[:, :-1])
+  logits = forward(cfg, params, seq[:, :-1])
   exact, count = objectives.response_exact_match(logits, seq[:, 1:], weights)
   assert (float(exact), float(count)) == (2.0, 3.0)
 
@@ -182,8 +182,7 @@ def test_sft_loss_is_the_response_cross_entropy():
            "segment_ids": np.ones((2, 8), np.int32)}
   loss, weight, metrics = jax.jit(lambda p, b: objectives.sft(model, p, b, None, deterministic=True))(
       params, batch)
-  logits = jax.jit(lambda p, ids: model.apply({"params": p}, input_ids=ids))(params, batch["input_ids"])
-  logp = np.asarray(jax.nn.log_softmax(logits))
+  logp = np.asarray(jax.nn.log_softmax(forward(cfg, params, batch["input_ids"])))
   nll = -np.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
   assert float(weight) == 5.0
   assert float(loss) == pytest.approx((nll * mask).sum(), rel=1e-5)
