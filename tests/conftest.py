@@ -3,7 +3,9 @@
 - 8 simulated CPU devices, so sharding tests run anywhere.
 - XLA's CPU backend at optimisation level 0: the test models are tiny, so compile time
   dominates; this cuts it severalfold and changes no result beyond float rounding.
-- A persistent compilation cache shared by the xdist workers of one run.
+- A persistent compilation cache shared by the xdist workers of one run and, through the
+  environment, by the processes the tests start (`python -m research.train`, notebook
+  kernels, sweep workers), which would otherwise compile the same programs again.
 - research.hardware's XLA:CPU flags, as the command-line entry points set them.
 """
 
@@ -13,6 +15,9 @@ import pathlib
 _FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 
@@ -21,7 +26,3 @@ from research import hardware  # noqa: E402
 # The XLA:CPU flags every entry point adds (so subprocesses and in-process runs compile alike).
 hardware.configure_cpu()
 assert jax.device_count() == 8, "conftest must run before anything imports JAX"
-
-_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
-jax.config.update("jax_compilation_cache_dir", str(_CACHE))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -43,9 +43,7 @@ def kernel(tmp_path, monkeypatch):
   # This checkout's packages, whatever directory the kernel starts in; the smallest sizes.
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
   monkeypatch.setenv("RESEARCH_NOTEBOOK_TINY", "1")
-  # The compilation cache the conftest gives the test processes: seeds share programs.
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  # The kernel inherits the conftest's environment: its XLA flags and compilation cache.
   return KERNEL
 
 
