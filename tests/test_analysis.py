@@ -23,6 +23,11 @@ def _params(cfg):
   return registry.init_params(cfg, jax.random.key(0))
 
 
+def _forward(model, params, ids):
+  """The model's logits, jitted (un-jitted, every op would compile on its own)."""
+  return jax.jit(lambda p, x: model.apply({"params": p}, input_ids=x))(params, ids)
+
+
 def _ids():
   ids = np.random.default_rng(0).integers(3, CFG.vocab_size, (B, T)).astype(np.int32)
   mask = np.ones((B, T), np.int32)
@@ -134,17 +139,14 @@ def test_load_restores_a_run_and_an_hf_checkpoint(tmp_path):
   assert run.source == "run" and run.config == config and run.tokenizer is not None
   ids = np.asarray([run.tokenizer.encode("copy abc=")], np.int32)
   trace = analysis.capture(run.model, run.params, ids)
-  np.testing.assert_allclose(trace.logits, run.model.apply({"params": run.params}, input_ids=ids),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(trace.logits, _forward(run.model, run.params, ids), rtol=1e-5, atol=1e-5)
 
-  cfg = CFG.replace(vocab_size=64)
-  hf.save(registry.build(cfg), _params(cfg), tmp_path / "hf")
+  hf.save(registry.build(CFG), _params(CFG), tmp_path / "hf")
   loaded = analysis.load(tmp_path / "hf", scan_layers=False)
   assert loaded.source == "hf" and loaded.tokenizer is None and not loaded.cfg.scan_layers
   ids = _ids()[0]
   np.testing.assert_allclose(analysis.capture(loaded.model, loaded.params, ids).logits,
-                             registry.build(cfg).apply({"params": _params(cfg)}, input_ids=ids),
-                             rtol=1e-5, atol=1e-5)
+                             _forward(registry.build(CFG), _params(CFG), ids), rtol=1e-5, atol=1e-5)
   with pytest.raises(FileNotFoundError, match="neither a run directory nor"):
     analysis.load(tmp_path)
 
