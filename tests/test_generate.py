@@ -56,10 +56,13 @@ def test_greedy_generation_equals_argmax_of_full_forwards(name):
   params = registry.init_params(cfg, jax.random.key(0))
   ids, mask = left_pad([[5, 6, 7, 8], [9, 10]])
   out = np.asarray(generate(registry.build(cfg), params, ids, mask, SamplingConfig(max_new_tokens=6)))
-  for row in range(2):
+  width = ids.shape[1] + 6  # one shape, one compilation: the causal logits at the last real
+  for row in range(2):      # token do not see the right padding after it
     seq = [int(t) for t, m in zip(ids[row], mask[row]) if m]
     for _ in range(6):
-      seq.append(int(np.argmax(forward(cfg, params, np.array([seq]))[0, -1])))
+      padded = np.zeros((1, width), np.int32)
+      padded[0, :len(seq)] = seq
+      seq.append(int(np.argmax(forward(cfg, params, padded)[0, len(seq) - 1])))
     assert out[row].tolist() == seq[-6:]
 
 

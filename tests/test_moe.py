@@ -395,9 +395,9 @@ def test_sharded_equals_single_device(mesh_shape, dropless, batch):
                        axis_types=(AxisType.Auto,) * len(mesh_shape))
   with jax.set_mesh(mesh):
     sharded = _shard_experts(params, registry.param_axes(cfg), mesh)
-    step = _ep_loss(cfg)
-    hlo = step.lower(sharded, ids).as_text()
-    (l1, (y1, m1)), g1 = step(sharded, ids)
+    lowered = _ep_loss(cfg).lower(sharded, ids)
+    hlo = lowered.as_text()
+    (l1, (y1, m1)), g1 = lowered.compile()(sharded, ids)  # the program just inspected
   assert ("all_to_all" in hlo) == (batch % mesh_shape.get("expert", batch + 1) == 0)
   if "expert" in mesh_shape:
     assert g1["blocks"]["layers"]["moe"]["wi_gate"]["kernel"].sharding.spec[1] == "expert"

@@ -165,8 +165,12 @@ def test_prefix_index_matches_pages_and_forgets_overwritten_tokens():
 def test_seeded_sampling_does_not_depend_on_the_batch():
   sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, top_k=20, top_p=0.9)
   seeds = [11, 12, 13, 14, 15, 16]
-  together, _ = _run(_engine("llama_gqa", sampling, max_batch=3, page_size=4), seeds=seeds)
-  alone = [_run(_engine("llama_gqa", sampling, max_batch=1, page_size=4), [p], [n], [s])[0][0]
+  engine = _engine("llama_gqa", sampling, max_batch=3, page_size=4)
+  together, _ = _run(engine, seeds=seeds)
+  # One request at a time, in an engine of one slot (its pool as large as the batched one's,
+  # so the prefill programs are the same).
+  pool = engine.allocator.num_pages
+  alone = [_run(_engine("llama_gqa", sampling, max_batch=1, page_size=4, num_pages=pool), [p], [n], [s])[0][0]
            for p, n, s in zip(PROMPTS[:2], NEW[:2], seeds[:2])]
   assert together[:2] == alone
   model, params = _model("llama_gqa")
