@@ -3,6 +3,9 @@
 - 8 simulated CPU devices, so sharding tests run anywhere.
 - XLA's CPU backend at optimisation level 0: the test models are tiny, so compile time
   dominates; this cuts it severalfold and changes no result beyond float rounding.
+- XLA:CPU's elemental (LLVM IR) emitters for fusions instead of its newer MLIR fusion
+  emitters: the smoke train step compiles in 0.8 CPU s instead of 2.9, runs as fast, and its
+  loss is bit-identical; tests/test_moe.py takes 56 CPU s instead of 94.
 - A persistent compilation cache shared by the xdist workers of one run and, through the
   environment, by the processes the tests start (`python -m research.train`, notebook
   kernels, sweep workers), which would otherwise compile the same programs again.
@@ -12,7 +15,8 @@
 import os
 import pathlib
 
-_FLAGS = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+_FLAGS = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+          " --xla_cpu_use_fusion_emitters=false")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
